@@ -1,0 +1,101 @@
+//! Throughput benchmarks run by `kd bench`: a fine-tuning step (forward, loss, backward, AdamW)
+//! and evaluation on SST-2, with the same batches `scripts/bench_torch.py` times in PyTorch
+//! (consecutive rows in file order, each batch padded to its longest member), so the two can be
+//! compared as a ratio. Medians over timed steps after warm-up.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::data::batch::{collate, Encoded, TextEncoder};
+use crate::data::{load_split, Task};
+use crate::eval::{predict, task_loss};
+use crate::model::checkpoint::{sorted_vars, HeadSpec};
+use crate::model::rng::step_rng;
+use crate::model::{ModelDir, Mode};
+use crate::train::optim::{Adam, AdamConfig};
+
+#[derive(Debug, Serialize)]
+pub struct TrainBench {
+    pub batch_size: usize,
+    pub steps_timed: usize,
+    pub train_step_median_s: f64,
+    pub train_step_p10_s: f64,
+    pub train_step_p90_s: f64,
+    pub train_examples_per_s: f64,
+    pub mean_tokens_per_batch: f64,
+    pub mean_padded_len: f64,
+    pub eval_examples: usize,
+    pub eval_median_s: f64,
+    pub eval_examples_per_s: f64,
+    pub threads: usize,
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+pub fn train_throughput(
+    model: &Path,
+    sst2: &Path,
+    batch_size: usize,
+    steps: usize,
+    warmup: usize,
+    eval_repeats: usize,
+) -> anyhow::Result<TrainBench> {
+    let dev = Device::Cpu;
+    let head = HeadSpec { label_names: Task::Sst2.label_names(), regression: false };
+    let md = ModelDir::load(model, Some(&head), 0, &dev)?;
+    let enc = TextEncoder::load(model, 128, md.config.vocab_size)?;
+    let n = (steps + warmup) * batch_size;
+    let train = enc.encode(&load_split(Task::Sst2, sst2, "train", Some(n))?)?;
+    let mut opt = Adam::new(sorted_vars(&md.varmap), AdamConfig::adamw());
+    let mut times = Vec::new();
+    let (mut tokens, mut padded) = (0usize, 0usize);
+    for (i, chunk) in train.chunks(batch_size).enumerate() {
+        let items: Vec<&Encoded> = chunk.iter().collect();
+        let t = Instant::now();
+        let batch = collate(&items, &dev)?;
+        let mut rng = step_rng(0, 2, i as u64);
+        let out = md.model.forward(&batch.input, &mut Mode::Train(&mut rng))?;
+        let loss = task_loss(&out.logits, batch.labels.as_ref().expect("SST-2 train is labelled"), false)?;
+        let grads = loss.backward()?;
+        opt.step(&grads, 1e-5)?;
+        let _ = loss.to_scalar::<f32>()?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+            tokens += batch.tokens;
+            padded += batch.seq_len;
+        }
+    }
+    let k = times.len().max(1) as f64;
+    let med = pct(&mut times.clone(), 0.5);
+    let dev_rows = enc.encode(&load_split(Task::Sst2, sst2, "dev", None)?)?;
+    let mut ev = Vec::new();
+    for _ in 0..eval_repeats.max(1) {
+        let t = Instant::now();
+        // Same batches as the PyTorch script: file order, not length-sorted.
+        for chunk in dev_rows.chunks(32) {
+            let _ = predict(&md.model, chunk, chunk.len(), &dev, |_| {})?;
+        }
+        ev.push(t.elapsed().as_secs_f64());
+    }
+    let ev_med = pct(&mut ev, 0.5);
+    Ok(TrainBench {
+        batch_size,
+        steps_timed: times.len(),
+        train_step_median_s: med,
+        train_step_p10_s: pct(&mut times.clone(), 0.1),
+        train_step_p90_s: pct(&mut times, 0.9),
+        train_examples_per_s: batch_size as f64 / med,
+        mean_tokens_per_batch: tokens as f64 / k,
+        mean_padded_len: padded as f64 / k,
+        eval_examples: dev_rows.len(),
+        eval_median_s: ev_med,
+        eval_examples_per_s: dev_rows.len() as f64 / ev_med,
+        threads: rayon::current_num_threads(),
+    })
+}

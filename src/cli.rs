@@ -1,0 +1,143 @@
+//! Command-line interface of `kd` (clap derive): raw arguments only; `main.rs` runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "kd", version, about = "MPC-friendly BERT: fine-tune, distill, evaluate, and run under 2-party MPC")]
+pub struct Cli {
+    /// Worker threads for tensor ops (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fine-tune a pretrained BERT (local dir or hub id) into a task teacher.
+    Finetune(FinetuneCmd),
+    /// Two-stage knowledge distillation into an MPC-friendly student (not yet available).
+    Train(PlaceholderCmd),
+    /// Task metrics of a model in plaintext.
+    Eval(EvalCmd),
+    /// Task metrics under 2-party MPC (not yet available).
+    PrivateEval(PlaceholderCmd),
+    /// Throughput benchmarks.
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct FinetuneCmd {
+    /// Pretrained model: HF directory or hub id.
+    #[arg(long)]
+    pub model: String,
+    /// cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli, imdb
+    #[arg(long)]
+    pub task: String,
+    /// The task's data directory, e.g. ../shared/data/glue/SST-2.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output directory (the best checkpoint; rerun the same command to resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Evaluate on dev and checkpoint every N steps (0 = end of each epoch).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    #[arg(long, default_value_t = 64)]
+    pub eval_batch_size: usize,
+    /// Use only the first N training rows.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N dev rows.
+    #[arg(long)]
+    pub limit_dev: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalCmd {
+    /// Model directory (HF format) or hub id.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub task: String,
+    /// The task's data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Keep the first N rows of the split, in file order.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Write per-row predictions (CSV).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Write the metrics JSON.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Results table to append a row to.
+    #[arg(long, default_value = "eval/results.csv")]
+    pub results: PathBuf,
+    /// Do not append to the results table.
+    #[arg(long)]
+    pub no_results: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlaceholderCmd {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCmd {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Fine-tuning step and evaluation throughput on SST-2 batches (file order, dynamic padding).
+    Train(BenchTrainCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainCmd {
+    #[arg(long)]
+    pub model: String,
+    /// SST-2 data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 3)]
+    pub eval_repeats: usize,
+    /// Write the results JSON.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

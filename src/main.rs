@@ -1,0 +1,146 @@
+//! `kd`: parse the command line, run the command, print the error chain and exit non-zero on failure.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::Parser;
+
+use mpcformer::cli::{BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd};
+use mpcformer::data::batch::TextEncoder;
+use mpcformer::data::{load_split, Task};
+use mpcformer::eval::{append_results, predict, predictions_csv, score, EvalReport};
+use mpcformer::hub::resolve_model;
+use mpcformer::model::checkpoint::write_file_atomic;
+use mpcformer::model::ModelDir;
+use mpcformer::train::finetune::{finetune, FinetuneArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting --threads")?;
+    }
+    mpcformer::tune_allocator();
+    match cli.command {
+        Command::Finetune(c) => cmd_finetune(c),
+        Command::Eval(c) => cmd_eval(c),
+        Command::Bench(b) => match b.what {
+            BenchWhat::Train(c) => cmd_bench_train(c),
+        },
+        Command::Train(_) => bail!("`kd train` (knowledge distillation) is not yet available in this version"),
+        Command::PrivateEval(_) => bail!("`kd private-eval` (MPC evaluation) is not yet available in this version"),
+    }
+}
+
+fn parse_task(s: &str) -> Result<Task> {
+    Ok(s.parse::<Task>()?)
+}
+
+fn cmd_finetune(c: FinetuneCmd) -> Result<()> {
+    let task = parse_task(&c.task)?;
+    let model = resolve_model(&c.model)?;
+    let args = FinetuneArgs {
+        model,
+        task,
+        data: c.data,
+        out: c.out,
+        epochs: c.epochs,
+        batch_size: c.batch_size,
+        lr: c.lr,
+        warmup_ratio: c.warmup_ratio,
+        weight_decay: c.weight_decay,
+        max_grad_norm: c.max_grad_norm,
+        max_seq_len: c.max_seq_len,
+        seed: c.seed,
+        eval_every: c.eval_every,
+        eval_batch_size: c.eval_batch_size,
+        limit_train: c.limit_train,
+        limit_dev: c.limit_dev,
+    };
+    let s = finetune(&args, &Device::Cpu).with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    println!(
+        "best dev {} = {} at step {:?} of {}; {:.1}s training, {:.1} ex/s; model in {}",
+        s.primary_metric,
+        s.best_metric.map(|v| format!("{v:.4}")).unwrap_or("n/a".into()),
+        s.best_step,
+        s.total_steps,
+        s.train_seconds,
+        s.train_examples_per_second,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn cmd_eval(c: EvalCmd) -> Result<()> {
+    let task = parse_task(&c.task)?;
+    let dir = resolve_model(&c.model)?;
+    if !c.data.is_dir() {
+        bail!("data directory {} does not exist", c.data.display());
+    }
+    let md = ModelDir::load(&dir, None, 0, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))?;
+    let want = task.num_labels();
+    let have = md.model.num_labels;
+    if have != want || md.config.is_regression() != task.is_regression() {
+        bail!(
+            "{}: model head has {have} output(s){}, task {} needs {want}{}",
+            dir.join("config.json").display(),
+            if md.config.is_regression() { " (regression)" } else { "" },
+            task.name(),
+            if task.is_regression() { " (regression)" } else { "" }
+        );
+    }
+    let enc = TextEncoder::load(&dir, c.max_seq_len, md.config.vocab_size)?;
+    let examples = load_split(task, &c.data, &c.split, c.limit)?;
+    let data = enc.encode(&examples)?;
+    let t = Instant::now();
+    let pb = indicatif::ProgressBar::new(data.len() as u64);
+    let rows = predict(&md.model, &data, c.batch_size, &Device::Cpu, |n| pb.inc(n as u64))?;
+    pb.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    if let Some(p) = &c.predictions {
+        write_file_atomic(p, predictions_csv(&rows, task.is_regression()).as_bytes())?;
+    }
+    let metrics = score(task, &rows).unwrap_or_default();
+    let report = EvalReport {
+        task: task.name().into(),
+        split: c.split.clone(),
+        examples: rows.len(),
+        metrics,
+        model: dir.display().to_string(),
+        max_seq_len: c.max_seq_len,
+        seconds: secs,
+        examples_per_second: rows.len() as f64 / secs.max(1e-9),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(p) = &c.output {
+        write_file_atomic(p, json.as_bytes())?;
+    }
+    if !c.no_results {
+        append_results(&c.results, &report, "plain").with_context(|| format!("appending to {}", c.results.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
+    let dir = resolve_model(&c.model)?;
+    let r = mpcformer::bench::train_throughput(&dir, &c.data, c.batch_size, c.steps, c.warmup, c.eval_repeats)?;
+    let json = serde_json::to_string_pretty(&r)?;
+    if let Some(p) = &c.out {
+        write_file_atomic(Path::new(p), json.as_bytes())?;
+    }
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Training: optimisers and schedules, and task fine-tuning (`kd finetune`).
+
+pub mod finetune;
+pub mod optim;
