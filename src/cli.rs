@@ -69,6 +69,9 @@ pub struct FinetuneCmd {
     /// Use only the first N dev rows.
     #[arg(long)]
     pub limit_dev: Option<usize>,
+    /// Checkpoint and stop after this many steps in total; rerun the same command to continue.
+    #[arg(long)]
+    pub stop_after_steps: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -51,6 +51,7 @@ fn parse_task(s: &str) -> Result<Task> {
 fn cmd_finetune(c: FinetuneCmd) -> Result<()> {
     let task = parse_task(&c.task)?;
     let model = resolve_model(&c.model)?;
+    let stop_after_steps = c.stop_after_steps;
     let args = FinetuneArgs {
         model,
         task,
@@ -69,7 +70,7 @@ fn cmd_finetune(c: FinetuneCmd) -> Result<()> {
         limit_train: c.limit_train,
         limit_dev: c.limit_dev,
     };
-    let s = finetune(&args, &Device::Cpu).with_context(|| format!("fine-tuning into {}", args.out.display()))?;
+    let s = finetune(&args, &Device::Cpu, stop_after_steps).with_context(|| format!("fine-tuning into {}", args.out.display()))?;
     println!(
         "best dev {} = {} at step {:?} of {}; {:.1}s training, {:.1} ex/s; model in {}",
         s.primary_metric,

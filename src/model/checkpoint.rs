@@ -122,7 +122,8 @@ impl ModelDir {
     }
 }
 
-pub(crate) fn sorted_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
+/// The parameters of a VarMap in name order (a deterministic order for init and optimisers).
+pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, candle_core::Var)> {
     let data = varmap.data().lock().expect("varmap lock poisoned");
     let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -137,7 +137,10 @@ fn head_for(task: Task) -> HeadSpec {
 }
 
 /// Fine-tune; returns the summary (also written to `OUT/finetune.json`).
-pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<FinetuneSummary, TrainError> {
+///
+/// `stop_after`: checkpoint and return once this many optimizer steps are done in total (a
+/// time-boxed run; rerunning the same command continues it).
+pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -> Result<FinetuneSummary, TrainError> {
     args.validate()?;
     let state_dir = args.out.join("train_state");
     let state_file = state_dir.join("state.json");
@@ -217,7 +220,8 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<FinetuneSummary,
     let mut window = Instant::now();
     let mut window_examples = 0u64;
 
-    while st.step < total_steps {
+    let stop_at = stop_after.unwrap_or(total_steps).min(total_steps);
+    'outer: while st.step < stop_at {
         let epoch = st.step / batches_per_epoch;
         let mut shuffle = step_rng(args.seed, PURPOSE_SHUFFLE, epoch);
         let order = train_order(&lengths, args.batch_size, &mut shuffle);
@@ -259,7 +263,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<FinetuneSummary,
             }
             let end_of_epoch = st.step % batches_per_epoch == 0;
             let due = args.eval_every > 0 && st.step % args.eval_every == 0;
-            if end_of_epoch || due || st.step == total_steps {
+            if end_of_epoch || due || st.step == total_steps || st.step == stop_at {
                 let metrics = evaluate(&md, &dev, args, device)?;
                 let value = metrics.as_ref().map(|m| m.primary(args.task)).unwrap_or(f64::NAN);
                 st.log.push(LogRow {
@@ -293,6 +297,9 @@ pub fn finetune(args: &FinetuneArgs, device: &Device) -> Result<FinetuneSummary,
                 write_log_csv(&args.out.join("log.csv"), &st.log)?;
                 window = Instant::now();
                 window_examples = 0;
+            }
+            if st.step == stop_at {
+                break 'outer;
             }
         }
     }
