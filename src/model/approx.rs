@@ -46,7 +46,7 @@ pub enum HiddenAct {
 impl HiddenAct {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            HiddenAct::Gelu => x.gelu_erf(),
+            HiddenAct::Gelu => super::gelu::gelu_erf(x),
             HiddenAct::GeluNew => x.gelu(),
             HiddenAct::Relu => x.relu(),
             HiddenAct::Quad => quad(x),

@@ -12,6 +12,7 @@ pub mod approx;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod gelu;
 pub mod norm;
 pub mod rng;
 
