@@ -255,17 +255,19 @@ pub fn save_tensors(varmap: &VarMap, path: &Path) -> Result<()> {
 
 /// Save a complete HF-format model directory (config, weights, tokenizer files from `tokenizer_src`).
 pub fn save_model(dir: &Path, varmap: &VarMap, config: &BertConfig, tokenizer_src: &Path) -> Result<()> {
-    save_dir_atomic(dir, |tmp| {
-        let cfg = tmp.join("config.json");
-        std::fs::write(&cfg, config.to_json_pretty()).map_err(io_err(&cfg))?;
-        save_tensors(varmap, &tmp.join("model.safetensors"))?;
-        for f in TOKENIZER_FILES {
-            let src = tokenizer_src.join(f);
-            if src.exists() {
-                let dst = tmp.join(f);
-                std::fs::copy(&src, &dst).map_err(io_err(&src))?;
-            }
+    save_dir_atomic(dir, |tmp| write_model_files(tmp, varmap, config, tokenizer_src))
+}
+
+/// Write config, weights and tokenizer files into an existing (temporary) directory.
+pub fn write_model_files(dir: &Path, varmap: &VarMap, config: &BertConfig, tokenizer_src: &Path) -> Result<()> {
+    let cfg = dir.join("config.json");
+    std::fs::write(&cfg, config.to_json_pretty()).map_err(io_err(&cfg))?;
+    save_tensors(varmap, &dir.join("model.safetensors"))?;
+    for f in TOKENIZER_FILES {
+        let src = tokenizer_src.join(f);
+        if src.exists() {
+            std::fs::copy(&src, dir.join(f)).map_err(io_err(&src))?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::batch::{collate, train_order, Encoded, TextEncoder};
 use crate::data::{load_split, DataError, Task};
 use crate::eval::{predict, score, task_loss, Metrics};
-use crate::model::checkpoint::{save_dir_atomic, save_model, write_file_atomic, HeadSpec, TOKENIZER_FILES};
+use crate::model::checkpoint::{
+    save_dir_atomic, save_model, write_file_atomic, write_model_files, HeadSpec, TOKENIZER_FILES,
+};
 use crate::model::rng::step_rng;
 use crate::model::{ModelDir, ModelError, Mode};
 use crate::train::optim::{Adam, AdamConfig, Schedule};
@@ -351,7 +353,7 @@ fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), Trai
 
 fn save_state(dir: &Path, md: &ModelDir, opt: &Adam, st: &RunState, tokenizer_src: &Path) -> Result<(), TrainError> {
     save_dir_atomic(dir, |tmp| {
-        save_model_files(tmp, md, tokenizer_src)?;
+        write_model_files(tmp, &md.varmap, &md.config, tokenizer_src)?;
         let tensors: std::collections::HashMap<String, Tensor> = opt.state_tensors()?.into_iter().collect();
         candle_core::safetensors::save(&tensors, tmp.join("optimizer.safetensors"))?;
         let p = tmp.join("state.json");
@@ -359,19 +361,6 @@ fn save_state(dir: &Path, md: &ModelDir, opt: &Adam, st: &RunState, tokenizer_sr
             .map_err(|source| ModelError::Io { path: p.clone(), source })?;
         Ok(())
     })?;
-    Ok(())
-}
-
-fn save_model_files(dir: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), ModelError> {
-    let p = dir.join("config.json");
-    std::fs::write(&p, md.config.to_json_pretty()).map_err(|source| ModelError::Io { path: p.clone(), source })?;
-    crate::model::checkpoint::save_tensors(&md.varmap, &dir.join("model.safetensors"))?;
-    for f in TOKENIZER_FILES {
-        let src = tokenizer_src.join(f);
-        if src.exists() {
-            std::fs::copy(&src, dir.join(f)).map_err(|source| ModelError::Io { path: src.clone(), source })?;
-        }
-    }
     Ok(())
 }
 

@@ -77,15 +77,7 @@ pub struct StepStats {
 struct Kernel<'a> {
     m: RefCell<&'a mut [f32]>,
     v: RefCell<&'a mut [f32]>,
-    lr: f32,
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    wd: f32,
-    gscale: f32,
-    bc1: f32,
-    bc2: f32,
-    bert: bool,
+    k: Coefs,
 }
 
 #[derive(Clone, Copy)]
@@ -125,10 +117,7 @@ impl InplaceOp2 for Kernel<'_> {
             candle_core::bail!("adam: size mismatch param {} grad {} state {}", p.len(), g.len(), m.len())
         }
         const CH: usize = 1 << 14;
-        let k = Coefs {
-            lr: self.lr, b1: self.b1, b2: self.b2, eps: self.eps, wd: self.wd,
-            gscale: self.gscale, bc1: self.bc1, bc2: self.bc2, bert: self.bert,
-        };
+        let k = self.k;
         p.par_chunks_mut(CH)
             .zip(g.par_chunks(CH))
             .zip(m.par_chunks_mut(CH))
@@ -214,9 +203,7 @@ impl Adam {
                 AdamKind::BertAdam => 1.0,
             };
             let g = g.contiguous()?;
-            let kernel = Kernel {
-                m: RefCell::new(&mut p.m),
-                v: RefCell::new(&mut p.v),
+            let k = Coefs {
                 lr: lr as f32,
                 b1: c.beta1 as f32,
                 b2: c.beta2 as f32,
@@ -227,6 +214,7 @@ impl Adam {
                 bc2: bc2 as f32,
                 bert: c.kind == AdamKind::BertAdam,
             };
+            let kernel = Kernel { m: RefCell::new(&mut p.m), v: RefCell::new(&mut p.v), k };
             p.var.as_tensor().inplace_op2(&g, &kernel)?;
         }
         Ok(StepStats { grad_norm: total, params_with_grad: with_grad })
