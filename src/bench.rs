@@ -24,6 +24,10 @@ pub struct TrainBench {
     pub train_step_median_s: f64,
     pub train_step_p10_s: f64,
     pub train_step_p90_s: f64,
+    /// Median seconds of the three phases of a step.
+    pub forward_median_s: f64,
+    pub backward_median_s: f64,
+    pub optimizer_median_s: f64,
     pub train_examples_per_s: f64,
     pub mean_tokens_per_batch: f64,
     pub mean_padded_len: f64,
@@ -54,6 +58,7 @@ pub fn train_throughput(
     let train = enc.encode(&load_split(Task::Sst2, sst2, "train", Some(n))?)?;
     let mut opt = Adam::new(sorted_vars(&md.varmap), AdamConfig::adamw());
     let mut times = Vec::new();
+    let (mut tf, mut tb, mut to) = (Vec::new(), Vec::new(), Vec::new());
     let (mut tokens, mut padded) = (0usize, 0usize);
     for (i, chunk) in train.chunks(batch_size).enumerate() {
         let items: Vec<&Encoded> = chunk.iter().collect();
@@ -62,10 +67,16 @@ pub fn train_throughput(
         let mut rng = step_rng(0, 2, i as u64);
         let out = md.model.forward(&batch.input, &mut Mode::Train(&mut rng))?;
         let loss = task_loss(&out.logits, batch.labels.as_ref().expect("SST-2 train is labelled"), false)?;
+        let t_f = t.elapsed().as_secs_f64();
         let grads = loss.backward()?;
+        let t_b = t.elapsed().as_secs_f64();
         opt.step(&grads, 1e-5)?;
         let _ = loss.to_scalar::<f32>()?;
         if i >= warmup {
+            let t_o = t.elapsed().as_secs_f64();
+            tf.push(t_f);
+            tb.push(t_b - t_f);
+            to.push(t_o - t_b);
             times.push(t.elapsed().as_secs_f64());
             tokens += batch.tokens;
             padded += batch.seq_len;
@@ -90,6 +101,9 @@ pub fn train_throughput(
         train_step_median_s: med,
         train_step_p10_s: pct(&mut times.clone(), 0.1),
         train_step_p90_s: pct(&mut times, 0.9),
+        forward_median_s: pct(&mut tf, 0.5),
+        backward_median_s: pct(&mut tb, 0.5),
+        optimizer_median_s: pct(&mut to, 0.5),
         train_examples_per_s: batch_size as f64 / med,
         mean_tokens_per_batch: tokens as f64 / k,
         mean_padded_len: padded as f64 / k,

@@ -156,7 +156,7 @@ impl BertSelfAttention {
         let k = self.split_heads(&self.key.forward(x)?)?;
         let v = self.split_heads(&self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let scores = (super::bmm::bmm(&q, &k.t()?)? * scale)?;
         let probs = self.softmax_act.forward(
             &scores,
             &masks.additive,
@@ -165,7 +165,7 @@ impl BertSelfAttention {
             !mode.is_train(),
         )?;
         let probs = mode.dropout(&probs, self.dropout)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+        let ctx = super::bmm::bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, l, h))?;
         let masked = if with_scores { Some(scores.broadcast_add(&masks.additive)?) } else { None };
         Ok((ctx, masked))
     }

@@ -9,6 +9,7 @@
 //! the MPC executor must reproduce.
 
 pub mod approx;
+pub mod bmm;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
