@@ -112,6 +112,8 @@ impl SoftmaxAct {
                 let s = scores.broadcast_add(additive)?;
                 if fused {
                     candle_nn::ops::softmax_last_dim(&s)
+                } else if super::fused::applies(&s) {
+                    super::fused::softmax_last_dim(&s)
                 } else {
                     candle_nn::ops::softmax(&s, D::Minus1)
                 }

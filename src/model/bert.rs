@@ -35,7 +35,12 @@ impl Linear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = if super::fused::applies(&x2) {
+            super::fused::linear(&x2, &self.weight, &self.bias)?
+        } else {
+            x2.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?
+        };
         let mut out = dims;
         let last = out.len() - 1;
         out[last] = self.weight.dim(0)?;

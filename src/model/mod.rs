@@ -13,6 +13,7 @@ pub mod bmm;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod fused;
 pub mod gelu;
 pub mod norm;
 pub mod rng;

@@ -1,8 +1,9 @@
 //! LayerNorm, `(x − mean)/√(var + eps)·w + b` with the biased variance (BERT's, spec §1.1).
 //!
 //! candle's `LayerNorm::forward` takes a fused kernel without backward whenever the input is
-//! contiguous, silently freezing every parameter upstream (candle #3011, #3752). Training uses the
-//! composed form below; evaluation may use the fused kernel, which computes the same values.
+//! contiguous, silently freezing every parameter upstream (candle #3011, #3752). Training uses
+//! our fused op with a hand-written backward (`fused.rs`; the composed form is its reference and
+//! the fallback off the CPU); evaluation may use candle's kernel, which computes the same values.
 
 use candle_core::{Result, Tensor, D};
 
@@ -25,6 +26,14 @@ impl LayerNorm {
         if fused {
             return candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32);
         }
+        if super::fused::applies(x) {
+            return super::fused::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
+        self.forward_composed(x)
+    }
+
+    /// The same function from differentiable candle ops (reference, and non-CPU fallback).
+    pub fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.dim(D::Minus1)? as f64;
         let mean = (x.sum_keepdim(D::Minus1)? / n)?;
         let xc = x.broadcast_sub(&mean)?;
