@@ -14,10 +14,12 @@ mkdir -p eval/teachers
 for job in "${@:-kd:mrpc hf:mrpc kd:rte hf:rte kd:cola kd:stsb kd:sst2}"; do
   for j in $job; do
     kind=${j%%:*}; t=${j#*:}
+    # SST-2 has 2,105 steps per epoch: evaluate and checkpoint every 500 steps as well.
+    extra=""; [ "$t" = sst2 ] && extra="--eval-every 500"
     if [ "$kind" = kd ]; then
       /usr/bin/time -v "$KD" finetune --model "$A/models/all-MiniLM-L6-v2" --task "$t" \
-        --data "$A/data/glue/${DIR[$t]}" --out "checkpoints/teachers/$t" $RECIPE \
-        2> "eval/teachers/kd_$t.log"
+        --data "$A/data/glue/${DIR[$t]}" --out "checkpoints/teachers/$t" $RECIPE $extra \
+        2>> "eval/teachers/kd_$t.log"
       cp "checkpoints/teachers/$t/finetune.json" "eval/teachers/kd_$t.json"
       cp "checkpoints/teachers/$t/log.csv" "eval/teachers/kd_${t}_log.csv"
     else
