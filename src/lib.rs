@@ -7,6 +7,7 @@ pub mod data;
 pub mod eval;
 pub mod hub;
 pub mod model;
+pub mod mpc;
 pub mod train;
 
 /// glibc malloc settings for many short-lived large tensors: keep big blocks out of mmap and

@@ -1,0 +1,85 @@
+//! The transport seen by the protocols: a two-method channel of byte messages, an in-process
+//! implementation (threads of one process), and a metering decorator. Protocol code never
+//! knows about threads or sockets.
+
+use std::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("peer disconnected")]
+    Disconnected,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// An ordered, reliable byte-message link to one peer.
+pub trait Channel: Send {
+    fn send(&mut self, msg: Vec<u8>) -> Result<(), ChannelError>;
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError>;
+}
+
+/// In-process link (std mpsc; unbounded, so simultaneous sends cannot deadlock).
+pub struct LocalChannel {
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+}
+
+impl LocalChannel {
+    pub fn pair() -> (LocalChannel, LocalChannel) {
+        let (t1, r1) = mpsc::channel();
+        let (t2, r2) = mpsc::channel();
+        (LocalChannel { tx: t1, rx: r2 }, LocalChannel { tx: t2, rx: r1 })
+    }
+}
+
+impl Channel for LocalChannel {
+    fn send(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        self.tx.send(msg).map_err(|_| ChannelError::Disconnected)
+    }
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        self.rx.recv().map_err(|_| ChannelError::Disconnected)
+    }
+}
+
+/// Counts payload bytes and messages in each direction.
+pub struct Metered<C> {
+    inner: C,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+}
+
+impl<C: Channel> Metered<C> {
+    pub fn new(inner: C) -> Self {
+        Self { inner, bytes_sent: 0, bytes_received: 0, messages_sent: 0 }
+    }
+}
+
+impl<C: Channel> Channel for Metered<C> {
+    fn send(&mut self, msg: Vec<u8>) -> Result<(), ChannelError> {
+        self.bytes_sent += msg.len() as u64;
+        self.messages_sent += 1;
+        self.inner.send(msg)
+    }
+    fn recv(&mut self) -> Result<Vec<u8>, ChannelError> {
+        let m = self.inner.recv()?;
+        self.bytes_received += m.len() as u64;
+        Ok(m)
+    }
+}
+
+/// u64 words ↔ little-endian bytes (the wire format of ring elements).
+pub fn to_bytes(v: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 8);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+pub fn from_bytes(b: &[u8], expected: usize) -> Result<Vec<u64>, ChannelError> {
+    if b.len() != expected * 8 {
+        return Err(ChannelError::Malformed(format!("expected {} ring elements, got {} bytes", expected, b.len())));
+    }
+    Ok(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}

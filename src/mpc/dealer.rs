@@ -1,0 +1,174 @@
+//! The dealer: a trusted third party that only produces correlated randomness (Beaver triples,
+//! truncation pairs) and never sees an opened value.
+//!
+//! Seed compression: at setup the dealer gives P0 one seed and P1 another. P0 derives *all* of
+//! its preprocessing shares from its seed and receives nothing further; P1 derives its random
+//! parts from its seed and receives one correction tensor per request (e.g. for a triple,
+//! `c1 = a·b − c0`). Both the dealer and the parties walk the same request sequence (the
+//! protocol program is deterministic), so the streams stay in step.
+
+use super::channel::{from_bytes, to_bytes, Channel, ChannelError};
+use super::prg::{Prg, Seed};
+use super::ring::{matmul_u64, RingTensor};
+
+/// What a party asks the dealer for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Elementwise triple of n elements: a, b, c = a∘b.
+    Mul { n: usize },
+    /// Matrix triple: A [m,k], B [k,n], C = A·B.
+    MatMul { m: usize, k: usize, n: usize },
+    /// Truncation material for n elements (see `protocol::truncate`): r, msb(r), (r mod 2^63) >> f.
+    Trunc { n: usize, f: u32 },
+}
+
+impl Request {
+    fn encode(&self) -> Vec<u8> {
+        let (tag, a, b, c) = match *self {
+            Request::Mul { n } => (0u64, n as u64, 0, 0),
+            Request::MatMul { m, k, n } => (1, m as u64, k as u64, n as u64),
+            Request::Trunc { n, f } => (2, n as u64, f as u64, 0),
+        };
+        to_bytes(&[tag, a, b, c])
+    }
+    fn decode(b: &[u8]) -> Result<Self, ChannelError> {
+        let v = from_bytes(b, 4)?;
+        Ok(match v[0] {
+            0 => Request::Mul { n: v[1] as usize },
+            1 => Request::MatMul { m: v[1] as usize, k: v[2] as usize, n: v[3] as usize },
+            2 => Request::Trunc { n: v[1] as usize, f: v[2] as u32 },
+            t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
+        })
+    }
+    /// Elements of P1's correction message.
+    pub fn correction_len(&self) -> usize {
+        match *self {
+            Request::Mul { n } => n,
+            Request::MatMul { m, n, .. } => m * n,
+            Request::Trunc { n, .. } => 2 * n,
+        }
+    }
+}
+
+/// Purpose ids of the PRG streams.
+pub const STREAM_PREPROCESSING: u64 = 1;
+
+/// The dealer's state: replicas of both parties' preprocessing streams.
+pub struct Dealer {
+    prg0: Prg,
+    prg1: Prg,
+    pub bytes_sent: u64,
+    pub requests: u64,
+}
+
+impl Dealer {
+    /// Fresh seeds for P0 and P1 (to be sent to them once over their private links).
+    pub fn new() -> (Self, Seed, Seed) {
+        let (s0, s1) = (Seed::random(), Seed::random());
+        let d = Dealer {
+            prg0: Prg::new(s0, STREAM_PREPROCESSING),
+            prg1: Prg::new(s1, STREAM_PREPROCESSING),
+            bytes_sent: 0,
+            requests: 0,
+        };
+        (d, s0, s1)
+    }
+
+    /// P1's correction for `req`, advancing both replicas exactly as the parties will.
+    pub fn correction(&mut self, req: Request) -> Vec<u64> {
+        self.requests += 1;
+        match req {
+            Request::Mul { n } => {
+                let (a0, b0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let (a1, b1) = (self.prg1.ring(&[n]), self.prg1.ring(&[n]));
+                a0.add(&a1).mul(&b0.add(&b1)).sub(&c0).data
+            }
+            Request::MatMul { m, k, n } => {
+                let (a0, b0, c0) = (self.prg0.ring(&[m, k]), self.prg0.ring(&[k, n]), self.prg0.ring(&[m, n]));
+                let (a1, b1) = (self.prg1.ring(&[m, k]), self.prg1.ring(&[k, n]));
+                let a = a0.add(&a1);
+                let b = b0.add(&b1);
+                RingTensor::new(&[m, n], matmul_u64(&a.data, &b.data, m, k, n)).sub(&c0).data
+            }
+            Request::Trunc { n, f } => {
+                let (r0, msb0, rt0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let r1 = self.prg1.ring(&[n]);
+                let r = r0.add(&r1);
+                let msb = r.map(|x| x >> 63).sub(&msb0);
+                let rt = r.map(|x| (x & (u64::MAX >> 1)) >> f).sub(&rt0);
+                let mut out = msb.data;
+                out.extend_from_slice(&rt.data);
+                out
+            }
+        }
+    }
+
+    /// Serve P1's requests until it hangs up.
+    pub fn serve(mut self, p1: &mut dyn Channel) -> Self {
+        while let Ok(msg) = p1.recv() {
+            let Ok(req) = Request::decode(&msg) else { break };
+            let corr = to_bytes(&self.correction(req));
+            self.bytes_sent += corr.len() as u64;
+            if p1.send(corr).is_err() {
+                break;
+            }
+        }
+        self
+    }
+}
+
+/// A party's side of preprocessing.
+pub enum DealerLink {
+    /// P0: everything from its seed; no messages.
+    P0 { prg: Prg },
+    /// P1: random parts from its seed, corrections over the link.
+    P1 { prg: Prg, link: Box<dyn Channel> },
+    /// After the session: the link is closed.
+    Closed,
+}
+
+/// One party's share of a triple or of truncation material.
+pub struct Material {
+    pub a: RingTensor,
+    pub b: RingTensor,
+    pub c: RingTensor,
+}
+
+impl DealerLink {
+    pub fn new(id: usize, seed: Seed, link: Option<Box<dyn Channel>>) -> Self {
+        let prg = Prg::new(seed, STREAM_PREPROCESSING);
+        match (id, link) {
+            (0, _) => DealerLink::P0 { prg },
+            (_, Some(link)) => DealerLink::P1 { prg, link },
+            (_, None) => panic!("P1 needs a link to the dealer"),
+        }
+    }
+
+    /// Fetch material for `req`: (a, b, c) for triples; (r, msb(r), (r mod 2^63)>>f) for Trunc.
+    pub fn fetch(&mut self, req: Request) -> Result<Material, ChannelError> {
+        let (sa, sb, sc): (Vec<usize>, Vec<usize>, Vec<usize>) = match req {
+            Request::Mul { n } | Request::Trunc { n, .. } => (vec![n], vec![n], vec![n]),
+            Request::MatMul { m, k, n } => (vec![m, k], vec![k, n], vec![m, n]),
+        };
+        match self {
+            DealerLink::P0 { prg } => Ok(Material { a: prg.ring(&sa), b: prg.ring(&sb), c: prg.ring(&sc) }),
+            DealerLink::P1 { prg, link } => {
+                link.send(req.encode())?;
+                let corr = from_bytes(&link.recv()?, req.correction_len())?;
+                let a = prg.ring(&sa);
+                match req {
+                    Request::Trunc { n, .. } => Ok(Material {
+                        a,
+                        b: RingTensor::new(&sb, corr[..n].to_vec()),
+                        c: RingTensor::new(&sc, corr[n..].to_vec()),
+                    }),
+                    _ => {
+                        let b = prg.ring(&sb);
+                        Ok(Material { a, b, c: RingTensor::new(&sc, corr) })
+                    }
+                }
+            }
+            DealerLink::Closed => Err(ChannelError::Disconnected),
+        }
+    }
+}
