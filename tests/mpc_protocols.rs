@@ -135,7 +135,7 @@ fn local_truncation_would_fail_where_ours_does_not() {
     let [a, b] = shares(&x);
     let bad = (0..n)
         .filter(|&i| {
-            let local = ((a.data[i] as i64) >> F).wrapping_add(((b.data[i] as i64) >> F) as i64) as i64;
+            let local = ((a.data[i] as i64) >> F).wrapping_add((b.data[i] as i64) >> F);
             (local - ((vals[i] as i64) >> F)).abs() > 1
         })
         .count();

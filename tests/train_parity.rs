@@ -1,7 +1,7 @@
 //! Fine-tuning mechanics against HF transformers + torch.optim.AdamW: from the same start (MiniLM
-//! + golden head, dropout off) and the same four SST-2 batches, `kd`'s loss, gradient norm,
+//! with the golden head, dropout off) and the same four SST-2 batches, `kd`'s loss, gradient norm,
 //! schedule, AdamW update (decay groups, clipping) and resulting model must match
-//! `tests/golden/minilm_train_steps.json` (made by `scripts/make_train_golden.py`).
+//! `tests/golden/minilm_train_steps.json`, made by `scripts/make_train_golden.py`.
 
 mod common;
 

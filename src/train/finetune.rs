@@ -124,7 +124,7 @@ impl FinetuneArgs {
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
             return Err(TrainError::Invalid("epochs, batch size and eval batch size must be ≥ 1".into()));
         }
-        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.warmup_ratio) {
+        if self.lr.is_nan() || self.lr <= 0.0 || !(0.0..1.0).contains(&self.warmup_ratio) {
             return Err(TrainError::Invalid(format!(
                 "lr must be > 0 (got {}) and warmup ratio in [0, 1) (got {})",
                 self.lr, self.warmup_ratio
