@@ -113,3 +113,35 @@ pub fn train_throughput(
         threads: rayon::current_num_threads(),
     })
 }
+
+/// One wrapping-u64 GEMM shape and its median speed.
+#[derive(Debug, Serialize)]
+pub struct GemmBench {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub median_s: f64,
+    /// 2·m·k·n / second, in billions.
+    pub gops: f64,
+}
+
+/// The MPC executor's compute floor: wrapping u64 GEMMs at BERT shapes (median of `repeats`).
+pub fn ring_gemm(shapes: &[(usize, usize, usize)], repeats: usize) -> Vec<GemmBench> {
+    shapes
+        .iter()
+        .map(|&(m, k, n)| {
+            let a: Vec<u64> = (0..m * k).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+            let b: Vec<u64> = (0..k * n).map(|i| (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).collect();
+            let mut ts: Vec<f64> = (0..repeats.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    let c = crate::mpc::ring::matmul_u64(&a, &b, m, k, n);
+                    std::hint::black_box(c);
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            let med = pct(&mut ts, 0.5);
+            GemmBench { m, k, n, median_s: med, gops: 2.0 * (m * k * n) as f64 / med / 1e9 }
+        })
+        .collect()
+}

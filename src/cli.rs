@@ -123,6 +123,17 @@ pub struct BenchCmd {
 pub enum BenchWhat {
     /// Fine-tuning step and evaluation throughput on SST-2 batches (file order, dynamic padding).
     Train(BenchTrainCmd),
+    /// Wrapping-u64 GEMM throughput at BERT shapes (the MPC executor's compute floor).
+    Gemm(BenchGemmCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGemmCmd {
+    #[arg(long, default_value_t = 7)]
+    pub repeats: usize,
+    /// Write the results JSON.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

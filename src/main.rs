@@ -38,6 +38,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(c) => cmd_eval(c),
         Command::Bench(b) => match b.what {
             BenchWhat::Train(c) => cmd_bench_train(c),
+            BenchWhat::Gemm(c) => {
+                let shapes = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (512, 768, 768), (128, 256, 256)];
+                let r = mpcformer::bench::ring_gemm(&shapes, c.repeats);
+                let json = serde_json::to_string_pretty(&r)?;
+                if let Some(p) = &c.out {
+                    write_file_atomic(p, json.as_bytes())?;
+                }
+                println!("{json}");
+                Ok(())
+            }
         },
         Command::Train(_) => bail!("`kd train` (knowledge distillation) is not yet available in this version"),
         Command::PrivateEval(_) => bail!("`kd private-eval` (MPC evaluation) is not yet available in this version"),

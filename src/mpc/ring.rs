@@ -82,14 +82,17 @@ impl RingTensor {
 }
 
 const MR: usize = 4;
-const NR: usize = 8;
+const NR: usize = 16;
 
 /// Wrapping u64 GEMM: C[m×n] = A[m×k]·B[k×n], row-major. B is repacked into NR-wide column
-/// panels so the inner loop streams contiguous memory; each task owns MR rows of C.
+/// panels so the inner loop streams contiguous memory; each rayon task owns MR rows of C and
+/// keeps an MR×NR block of accumulators in registers. With AVX-512 (F + DQ, detected at run
+/// time) the block is 8 zmm registers updated by `vpmullq`/`vpaddq`; otherwise a portable loop.
 pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+    assert!(a.len() == m * k && b.len() == k * n, "matmul_u64: buffer sizes");
     let panels = n.div_ceil(NR);
     let mut packed = vec![0u64; panels * k * NR];
-    packed.par_chunks_mut(k * NR).enumerate().for_each(|(p, panel)| {
+    packed.par_chunks_mut((k * NR).max(1)).enumerate().for_each(|(p, panel)| {
         for kk in 0..k {
             for j in 0..NR {
                 let col = p * NR + j;
@@ -99,33 +102,93 @@ pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64
             }
         }
     });
+    let simd = avx512_available();
     let mut c = vec![0u64; m * n];
+    if n == 0 {
+        return c;
+    }
     c.par_chunks_mut(MR * n).enumerate().for_each(|(blk, cblk)| {
         let i0 = blk * MR;
-        let rows = cblk.len() / n.max(1);
+        let rows = cblk.len() / n;
+        let arows: [&[u64]; MR] = std::array::from_fn(|r| {
+            let i = i0 + r.min(rows - 1); // short last block: repeat a row, results discarded
+            &a[i * k..(i + 1) * k]
+        });
         for p in 0..panels {
             let panel = &packed[p * k * NR..(p + 1) * k * NR];
-            let mut acc = [[0u64; NR]; MR];
-            for kk in 0..k {
-                let bv = &panel[kk * NR..kk * NR + NR];
-                for (r, accr) in acc.iter_mut().enumerate().take(rows) {
-                    let av = a[(i0 + r) * k + kk];
-                    for j in 0..NR {
-                        accr[j] = accr[j].wrapping_add(av.wrapping_mul(bv[j]));
-                    }
-                }
-            }
+            let acc = if simd { block_avx512(&arows, panel, k) } else { block_portable(&arows, panel, k) };
             for (r, accr) in acc.iter().enumerate().take(rows) {
-                for j in 0..NR {
+                for (j, &v) in accr.iter().enumerate() {
                     let col = p * NR + j;
                     if col < n {
-                        cblk[r * n + col] = accr[j];
+                        cblk[r * n + col] = v;
                     }
                 }
             }
         }
     });
     c
+}
+
+fn block_portable(arows: &[&[u64]; MR], panel: &[u64], k: usize) -> [[u64; NR]; MR] {
+    let mut acc = [[0u64; NR]; MR];
+    for kk in 0..k {
+        let bv = &panel[kk * NR..kk * NR + NR];
+        for (accr, arow) in acc.iter_mut().zip(arows) {
+            let av = arow[kk];
+            for (x, &bj) in accr.iter_mut().zip(bv) {
+                *x = x.wrapping_add(av.wrapping_mul(bj));
+            }
+        }
+    }
+    acc
+}
+
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn block_avx512(arows: &[&[u64]; MR], panel: &[u64], k: usize) -> [[u64; NR]; MR] {
+    // SAFETY: only called when avx512f and avx512dq were detected at run time; all loads are
+    // within `panel` (k·NR values) and `arows` (k values each).
+    unsafe { block_avx512_impl(arows, panel, k) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_avx512(arows: &[&[u64]; MR], panel: &[u64], k: usize) -> [[u64; NR]; MR] {
+    block_portable(arows, panel, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn block_avx512_impl(arows: &[&[u64]; MR], panel: &[u64], k: usize) -> [[u64; NR]; MR] {
+    use std::arch::x86_64::*;
+    assert!(panel.len() >= k * NR && arows.iter().all(|r| r.len() >= k));
+    let mut c = [_mm512_setzero_si512(); 2 * MR];
+    let pb = panel.as_ptr();
+    for kk in 0..k {
+        let b0 = _mm512_loadu_si512(pb.add(kk * NR) as *const _);
+        let b1 = _mm512_loadu_si512(pb.add(kk * NR + 8) as *const _);
+        for r in 0..MR {
+            let av = _mm512_set1_epi64(*arows[r].get_unchecked(kk) as i64);
+            c[2 * r] = _mm512_add_epi64(c[2 * r], _mm512_mullo_epi64(av, b0));
+            c[2 * r + 1] = _mm512_add_epi64(c[2 * r + 1], _mm512_mullo_epi64(av, b1));
+        }
+    }
+    let mut out = [[0u64; NR]; MR];
+    for r in 0..MR {
+        _mm512_storeu_si512(out[r].as_mut_ptr() as *mut _, c[2 * r]);
+        _mm512_storeu_si512(out[r].as_mut_ptr().add(8) as *mut _, c[2 * r + 1]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -145,6 +208,14 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn portable_and_simd_blocks_agree() {
+        let rows: Vec<Vec<u64>> = (0..MR).map(|r| (0..37).map(|i| (i * 31 + r) as u64 * 0x9E37_79B9_7F4A_7C15).collect()).collect();
+        let arows: [&[u64]; MR] = std::array::from_fn(|r| rows[r].as_slice());
+        let panel: Vec<u64> = (0..37 * NR).map(|i| (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).collect();
+        assert_eq!(block_portable(&arows, &panel, 37), block_avx512(&arows, &panel, 37));
     }
 
     proptest! {
