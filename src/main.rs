@@ -17,6 +17,25 @@ use mpcformer::model::checkpoint::write_file_atomic;
 use mpcformer::model::ModelDir;
 use mpcformer::train::finetune::{finetune, FinetuneArgs};
 
+// Training allocates and frees many large tensors per step; glibc returns big blocks to the
+// kernel (mmap above 32 MiB, a hard cap), so every step paid page faults and page zeroing.
+// mimalloc keeps and reuses freed pages once purging is off (measured: +10% train, +25% eval
+// over glibc with mallopt; mimalloc with its default 10 ms purge delay was slower than glibc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+extern "C" {
+    // From the mimalloc library linked by the `mimalloc` crate (mimalloc.h, v2).
+    fn mi_option_set(option: i32, value: std::ffi::c_long);
+}
+/// `mi_option_purge_delay` in mimalloc v2's option enum.
+const MI_OPTION_PURGE_DELAY: i32 = 15;
+
+fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator tuning option; no memory is touched.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -32,7 +51,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting --threads")?;
     }
-    mpcformer::tune_allocator();
+    keep_freed_memory();
     match cli.command {
         Command::Finetune(c) => cmd_finetune(c),
         Command::Eval(c) => cmd_eval(c),
