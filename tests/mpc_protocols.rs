@@ -141,3 +141,45 @@ fn local_truncation_would_fail_where_ours_does_not() {
         .count();
     assert!(bad > n / 20, "local truncation failed on only {bad} of {n}");
 }
+
+#[test]
+fn square_and_reused_weight_matmul_match_plaintext() {
+    let (m, k, n) = (5, 7, 3);
+    let xs: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 23) as f64 - 11.0) / 3.0).collect();
+    let ws: Vec<f64> = (0..k * n).map(|i| ((i * 17 % 13) as f64 - 6.0) / 5.0).collect();
+    let x = RingTensor::new(&[m, k], xs.iter().map(|&v| encode(v, F)).collect());
+    let w = RingTensor::new(&[k, n], ws.iter().map(|&v| encode(v, F)).collect());
+    let (xsh, wsh) = (shares(&x), shares(&w));
+    let ((o0, p0), (o1, _), d) = run_local(move |p| {
+        let sx = Share { ring: xsh[p.id].clone(), frac: F };
+        let sw = Share { ring: wsh[p.id].clone(), frac: F };
+        p.set_class(LayerClass::Linear);
+        let prepared = protocol::prepare_weight(p, &sw, 7).unwrap();
+        // Two "inferences" against the same prepared weight.
+        let y1 = protocol::matmul_weight(p, &sx, &prepared).unwrap();
+        let y2 = protocol::matmul_weight(p, &protocol::add(&sx, &sx), &prepared).unwrap();
+        p.set_class(LayerClass::Activation);
+        let sq = protocol::square(p, &sx).unwrap();
+        (y1.ring, y2.ring, sq.ring)
+    });
+    let (y1, y2, sq) = (o0.0.add(&o1.0), o0.1.add(&o1.1), o0.2.add(&o1.2));
+    for i in 0..m {
+        for j in 0..n {
+            let plain: f64 = (0..k).map(|t| xs[i * k + t] * ws[t * n + j]).sum();
+            assert!((decode(y1.data[i * n + j], F) - plain).abs() < 1e-3);
+            assert!((decode(y2.data[i * n + j], F) - 2.0 * plain).abs() < 1e-3);
+        }
+    }
+    for i in 0..m * k {
+        let exact = ((x.data[i] as i64 as i128) * (x.data[i] as i64 as i128)) >> F;
+        let got = sq.data[i] as i64 as i128;
+        assert!(got == exact || got == exact + 1, "square {i}: {got} vs {exact}");
+    }
+    // Per product after preparation: one opening of m×k + one truncation opening of m×n.
+    let lin = &p0.stats[&LayerClass::Linear];
+    assert_eq!(lin.rounds, 1 + 2 * 2, "prepare once, then 2 rounds per product");
+    assert_eq!(lin.bytes_sent, 8 * (k * n + 2 * (m * k + m * n)) as u64);
+    let act = &p0.stats[&LayerClass::Activation];
+    assert_eq!((act.rounds, act.bytes_sent), (2, 8 * 2 * (m * k) as u64));
+    assert!(d.requests >= 5);
+}

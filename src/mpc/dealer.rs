@@ -20,6 +20,12 @@ pub enum Request {
     MatMul { m: usize, k: usize, n: usize },
     /// Truncation material for n elements (see `protocol::truncate`): r, msb(r), (r mod 2^63) >> f.
     Trunc { n: usize, f: u32 },
+    /// Square pair of n elements: a, c = a∘a.
+    Square { n: usize },
+    /// Register a fixed mask B [k,n] for a weight matrix under `id` (no correction needed).
+    WeightMask { id: u64, k: usize, n: usize },
+    /// Matrix triple against the registered mask `id`: A [m,k], C = A·B_id.
+    MatMulFixed { id: u64, m: usize },
 }
 
 impl Request {
@@ -28,6 +34,9 @@ impl Request {
             Request::Mul { n } => (0u64, n as u64, 0, 0),
             Request::MatMul { m, k, n } => (1, m as u64, k as u64, n as u64),
             Request::Trunc { n, f } => (2, n as u64, f as u64, 0),
+            Request::Square { n } => (3, n as u64, 0, 0),
+            Request::WeightMask { id, k, n } => (4, id, k as u64, n as u64),
+            Request::MatMulFixed { id, m } => (5, id, m as u64, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -37,15 +46,20 @@ impl Request {
             0 => Request::Mul { n: v[1] as usize },
             1 => Request::MatMul { m: v[1] as usize, k: v[2] as usize, n: v[3] as usize },
             2 => Request::Trunc { n: v[1] as usize, f: v[2] as u32 },
+            3 => Request::Square { n: v[1] as usize },
+            4 => Request::WeightMask { id: v[1], k: v[2] as usize, n: v[3] as usize },
+            5 => Request::MatMulFixed { id: v[1], m: v[2] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
-    /// Elements of P1's correction message.
-    pub fn correction_len(&self) -> usize {
+    /// Elements of P1's correction message (`weight_cols`: columns of a registered mask).
+    pub fn correction_len(&self, weight_cols: impl Fn(u64) -> usize) -> usize {
         match *self {
-            Request::Mul { n } => n,
+            Request::Mul { n } | Request::Square { n } => n,
             Request::MatMul { m, n, .. } => m * n,
             Request::Trunc { n, .. } => 2 * n,
+            Request::WeightMask { .. } => 0,
+            Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
     }
 }
@@ -57,6 +71,8 @@ pub const STREAM_PREPROCESSING: u64 = 1;
 pub struct Dealer {
     prg0: Prg,
     prg1: Prg,
+    /// Registered weight masks B (the dealer alone knows them in the clear).
+    masks: std::collections::HashMap<u64, RingTensor>,
     pub bytes_sent: u64,
     pub requests: u64,
 }
@@ -68,6 +84,7 @@ impl Dealer {
         let d = Dealer {
             prg0: Prg::new(s0, STREAM_PREPROCESSING),
             prg1: Prg::new(s1, STREAM_PREPROCESSING),
+            masks: std::collections::HashMap::new(),
             bytes_sent: 0,
             requests: 0,
         };
@@ -100,6 +117,26 @@ impl Dealer {
                 out.extend_from_slice(&rt.data);
                 out
             }
+            Request::Square { n } => {
+                let (a0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let a = a0.add(&self.prg1.ring(&[n]));
+                a.mul(&a).sub(&c0).data
+            }
+            Request::WeightMask { id, k, n } => {
+                let b = self.prg0.ring(&[k, n]).add(&self.prg1.ring(&[k, n]));
+                self.masks.insert(id, b);
+                vec![]
+            }
+            Request::MatMulFixed { id, m } => {
+                let Some(b) = self.masks.get(&id) else {
+                    // Unknown handle: a protocol bug on the parties' side; answer nothing usable.
+                    return vec![];
+                };
+                let (k, n) = (b.shape[0], b.shape[1]);
+                let (a0, c0) = (self.prg0.ring(&[m, k]), self.prg0.ring(&[m, n]));
+                let a = a0.add(&self.prg1.ring(&[m, k]));
+                RingTensor::new(&[m, n], matmul_u64(&a.data, &b.data, m, k, n)).sub(&c0).data
+            }
         }
     }
 
@@ -120,9 +157,9 @@ impl Dealer {
 /// A party's side of preprocessing.
 pub enum DealerLink {
     /// P0: everything from its seed; no messages.
-    P0 { prg: Prg },
+    P0 { prg: Prg, cols: std::collections::HashMap<u64, (usize, usize)> },
     /// P1: random parts from its seed, corrections over the link.
-    P1 { prg: Prg, link: Box<dyn Channel> },
+    P1 { prg: Prg, link: Box<dyn Channel>, cols: std::collections::HashMap<u64, (usize, usize)> },
     /// After the session: the link is closed.
     Closed,
 }
@@ -137,38 +174,71 @@ pub struct Material {
 impl DealerLink {
     pub fn new(id: usize, seed: Seed, link: Option<Box<dyn Channel>>) -> Self {
         let prg = Prg::new(seed, STREAM_PREPROCESSING);
+        let cols = std::collections::HashMap::new();
         match (id, link) {
-            (0, _) => DealerLink::P0 { prg },
-            (_, Some(link)) => DealerLink::P1 { prg, link },
+            (0, _) => DealerLink::P0 { prg, cols },
+            (_, Some(link)) => DealerLink::P1 { prg, link, cols },
             (_, None) => panic!("P1 needs a link to the dealer"),
         }
     }
 
-    /// Fetch material for `req`: (a, b, c) for triples; (r, msb(r), (r mod 2^63)>>f) for Trunc.
+    /// Fetch material for `req`: (a, b, c) for triples; (r, msb(r), (r mod 2^63)>>f) for Trunc;
+    /// (a, ∅, a∘a) for Square; (∅, B share, ∅) for WeightMask; (A, ∅, A·B) for MatMulFixed.
     pub fn fetch(&mut self, req: Request) -> Result<Material, ChannelError> {
-        let (sa, sb, sc): (Vec<usize>, Vec<usize>, Vec<usize>) = match req {
-            Request::Mul { n } | Request::Trunc { n, .. } => (vec![n], vec![n], vec![n]),
-            Request::MatMul { m, k, n } => (vec![m, k], vec![k, n], vec![m, n]),
+        let empty = || RingTensor::zeros(&[0]);
+        let (prg, link, cols) = match self {
+            DealerLink::P0 { prg, cols } => (prg, None, cols),
+            DealerLink::P1 { prg, link, cols } => (prg, Some(link), cols),
+            DealerLink::Closed => return Err(ChannelError::Disconnected),
         };
-        match self {
-            DealerLink::P0 { prg } => Ok(Material { a: prg.ring(&sa), b: prg.ring(&sb), c: prg.ring(&sc) }),
-            DealerLink::P1 { prg, link } => {
+        let p0 = link.is_none();
+        let corr = match link {
+            Some(link) => {
                 link.send(req.encode())?;
-                let corr = from_bytes(&link.recv()?, req.correction_len())?;
-                let a = prg.ring(&sa);
-                match req {
-                    Request::Trunc { n, .. } => Ok(Material {
-                        a,
-                        b: RingTensor::new(&sb, corr[..n].to_vec()),
-                        c: RingTensor::new(&sc, corr[n..].to_vec()),
-                    }),
-                    _ => {
-                        let b = prg.ring(&sb);
-                        Ok(Material { a, b, c: RingTensor::new(&sc, corr) })
-                    }
+                let want = req.correction_len(|id| cols.get(&id).map_or(0, |c| c.1));
+                Some(from_bytes(&link.recv()?, want)?)
+            }
+            None => None,
+        };
+        // Each arm draws exactly what `Dealer::correction` draws from this party's replica.
+        Ok(match req {
+            Request::Mul { n } => {
+                let (a, b) = (prg.ring(&[n]), prg.ring(&[n]));
+                let c = if p0 { prg.ring(&[n]) } else { RingTensor::new(&[n], corr.unwrap_or_default()) };
+                // P0 draws a, b, c; P1 draws a, b and receives c.
+                Material { a, b, c }
+            }
+            Request::MatMul { m, k, n } => {
+                let (a, b) = (prg.ring(&[m, k]), prg.ring(&[k, n]));
+                let c = if p0 { prg.ring(&[m, n]) } else { RingTensor::new(&[m, n], corr.unwrap_or_default()) };
+                Material { a, b, c }
+            }
+            Request::Trunc { n, .. } => {
+                let r = prg.ring(&[n]);
+                if p0 {
+                    Material { a: r, b: prg.ring(&[n]), c: prg.ring(&[n]) }
+                } else {
+                    let c = corr.unwrap_or_default();
+                    Material { a: r, b: RingTensor::new(&[n], c[..n].to_vec()), c: RingTensor::new(&[n], c[n..].to_vec()) }
                 }
             }
-            DealerLink::Closed => Err(ChannelError::Disconnected),
-        }
+            Request::Square { n } => {
+                let a = prg.ring(&[n]);
+                let c = if p0 { prg.ring(&[n]) } else { RingTensor::new(&[n], corr.unwrap_or_default()) };
+                Material { a, b: empty(), c }
+            }
+            Request::WeightMask { id, k, n } => {
+                cols.insert(id, (k, n));
+                Material { a: empty(), b: prg.ring(&[k, n]), c: empty() }
+            }
+            Request::MatMulFixed { id, m } => {
+                let &(k, n) = cols.get(&id).ok_or_else(|| {
+                    ChannelError::Malformed(format!("weight mask {id} was never registered"))
+                })?;
+                let a = prg.ring(&[m, k]);
+                let c = if p0 { prg.ring(&[m, n]) } else { RingTensor::new(&[m, n], corr.unwrap_or_default()) };
+                Material { a, b: empty(), c }
+            }
+        })
     }
 }

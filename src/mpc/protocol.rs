@@ -132,3 +132,62 @@ pub fn matmul(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelError
     let z = matmul_raw(p, x, y)?;
     truncate(p, &z, y.frac)
 }
+
+/// Beaver squaring (a square pair instead of a triple: one opening, half the traffic of `mul`),
+/// then truncation.
+///
+/// 1. obtain [a], [c = a∘a]; 2. open e = x − a; 3. [x²] = [c] + 2e∘[a] + e∘e (P0 adds e∘e).
+pub fn square(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    let n = x.ring.len();
+    let t = p.preprocessing(Request::Square { n })?;
+    let a = RingTensor::new(&x.ring.shape, t.a.data);
+    let c = RingTensor::new(&x.ring.shape, t.c.data);
+    let e = open_many(p, &[&x.ring.sub(&a)])?.remove(0);
+    let mut z = c.add(&e.mul(&a).scale(2));
+    if p.id == 0 {
+        z = z.add(&e.mul(&e));
+    }
+    truncate(p, &Share { ring: z, frac: 2 * x.frac }, x.frac)
+}
+
+/// A shared weight matrix prepared for repeated products: its mask B is fixed for the model's
+/// lifetime, so W − B is opened **once** (at model load) instead of once per inference.
+pub struct WeightShare {
+    id: u64,
+    /// W − B, public to both parties (reveals nothing: B is uniform and used only here).
+    masked: RingTensor,
+    /// This party's share of B.
+    b: RingTensor,
+    pub frac: u32,
+}
+
+impl std::fmt::Debug for WeightShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeightShare{{id: {}, shape: {:?}, ..}}", self.id, self.masked.shape)
+    }
+}
+
+/// Register a fixed mask for weight `w` [k,n] under `id` (unique per weight) and open W − B.
+pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, ChannelError> {
+    let (k, n) = (w.ring.shape[0], w.ring.shape[1]);
+    let t = p.preprocessing(Request::WeightMask { id, k, n })?;
+    let b = RingTensor::new(&[k, n], t.b.data);
+    let masked = open_many(p, &[&w.ring.sub(&b)])?.remove(0);
+    Ok(WeightShare { id, masked, b, frac: w.frac })
+}
+
+/// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
+///
+/// With f = W − B public and e = x − a opened: x·W = (e + a)(f + B), so
+/// [z] = [c = a·B] + e·[B] + [a]·f + e·f (P0 adds e·f).
+pub fn matmul_weight(p: &mut Party, x: &Share, w: &WeightShare) -> Result<Share, ChannelError> {
+    let m = x.ring.shape[0];
+    assert_eq!(x.ring.shape[1], w.masked.shape[0], "matmul_weight: inner dimensions");
+    let t = p.preprocessing(Request::MatMulFixed { id: w.id, m })?;
+    let e = open_many(p, &[&x.ring.sub(&t.a)])?.remove(0);
+    let mut z = t.c.add(&e.matmul(&w.b)).add(&t.a.matmul(&w.masked));
+    if p.id == 0 {
+        z = z.add(&e.matmul(&w.masked));
+    }
+    truncate(p, &Share { ring: z, frac: x.frac + w.frac }, w.frac)
+}
