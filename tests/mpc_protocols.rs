@@ -183,3 +183,29 @@ fn square_and_reused_weight_matmul_match_plaintext() {
     assert_eq!((act.rounds, act.bytes_sent), (2, 8 * 2 * (m * k) as u64));
     assert!(d.requests >= 5);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The sign bit and ReLU are exact for every ring element, including the extremes.
+    #[test]
+    fn msb_drelu_relu_are_exact(v in prop::collection::vec(any::<u64>(), 1..60)) {
+        let mut vals = v.clone();
+        vals.extend_from_slice(&[0, 1, u64::MAX, 1 << 63, (1 << 63) - 1, (1 << 63) + 1]);
+        let x = RingTensor::new(&[vals.len()], vals.clone());
+        let xs = shares(&x);
+        let ((o0, p0), (o1, _), _) = run_local(move |p| {
+            let s = Share { ring: xs[p.id].clone(), frac: F };
+            let d = mpcformer::mpc::compare::drelu(p, &s).unwrap();
+            let r = mpcformer::mpc::compare::relu(p, &s).unwrap();
+            (d.ring, r.ring)
+        });
+        let (d, r) = (o0.0.add(&o1.0), o0.1.add(&o1.1));
+        for i in 0..vals.len() {
+            let nonneg = (vals[i] as i64) >= 0;
+            prop_assert_eq!(d.data[i], nonneg as u64, "drelu of {}", vals[i] as i64);
+            prop_assert_eq!(r.data[i], if nonneg { vals[i] } else { 0 }, "relu of {}", vals[i] as i64);
+        }
+        prop_assert_eq!(p0.totals().rounds, 8 + 9, "DReLU 8 rounds, ReLU 9");
+    }
+}

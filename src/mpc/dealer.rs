@@ -26,6 +26,12 @@ pub enum Request {
     WeightMask { id: u64, k: usize, n: usize },
     /// Matrix triple against the registered mask `id`: A [m,k], C = A·B_id.
     MatMulFixed { id: u64, m: usize },
+    /// edaBits: a uniform r as arithmetic shares and, as XOR shares, the same r bitwise.
+    EdaBit { n: usize },
+    /// XOR-shared AND triples on 64-bit words: a, b, c = a ∧ b.
+    AndTriple { n: usize },
+    /// daBits: a random bit t as arithmetic shares and as XOR shares (bit 0).
+    DaBit { n: usize },
 }
 
 impl Request {
@@ -37,6 +43,9 @@ impl Request {
             Request::Square { n } => (3, n as u64, 0, 0),
             Request::WeightMask { id, k, n } => (4, id, k as u64, n as u64),
             Request::MatMulFixed { id, m } => (5, id, m as u64, 0),
+            Request::EdaBit { n } => (6, n as u64, 0, 0),
+            Request::AndTriple { n } => (7, n as u64, 0, 0),
+            Request::DaBit { n } => (8, n as u64, 0, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -49,6 +58,9 @@ impl Request {
             3 => Request::Square { n: v[1] as usize },
             4 => Request::WeightMask { id: v[1], k: v[2] as usize, n: v[3] as usize },
             5 => Request::MatMulFixed { id: v[1], m: v[2] as usize },
+            6 => Request::EdaBit { n: v[1] as usize },
+            7 => Request::AndTriple { n: v[1] as usize },
+            8 => Request::DaBit { n: v[1] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -56,6 +68,7 @@ impl Request {
     pub fn correction_len(&self, weight_cols: impl Fn(u64) -> usize) -> usize {
         match *self {
             Request::Mul { n } | Request::Square { n } => n,
+            Request::EdaBit { n } | Request::AndTriple { n } | Request::DaBit { n } => n,
             Request::MatMul { m, n, .. } => m * n,
             Request::Trunc { n, .. } => 2 * n,
             Request::WeightMask { .. } => 0,
@@ -136,6 +149,21 @@ impl Dealer {
                 let (a0, c0) = (self.prg0.ring(&[m, k]), self.prg0.ring(&[m, n]));
                 let a = a0.add(&self.prg1.ring(&[m, k]));
                 RingTensor::new(&[m, n], matmul_u64(&a.data, &b.data, m, k, n)).sub(&c0).data
+            }
+            Request::EdaBit { n } => {
+                let (r0, rb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let r = r0.add(&self.prg1.ring(&[n]));
+                r.data.iter().zip(&rb0.data).map(|(r, b)| r ^ b).collect()
+            }
+            Request::AndTriple { n } => {
+                let (a0, b0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let (a1, b1) = (self.prg1.ring(&[n]), self.prg1.ring(&[n]));
+                (0..n).map(|i| ((a0.data[i] ^ a1.data[i]) & (b0.data[i] ^ b1.data[i])) ^ c0.data[i]).collect()
+            }
+            Request::DaBit { n } => {
+                let (ta0, tb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]).map(|x| x & 1));
+                let tb1 = self.prg1.ring(&[n]).map(|x| x & 1);
+                (0..n).map(|i| (tb0.data[i] ^ tb1.data[i]).wrapping_sub(ta0.data[i])).collect()
             }
         }
     }
@@ -238,6 +266,27 @@ impl DealerLink {
                 let a = prg.ring(&[m, k]);
                 let c = if p0 { prg.ring(&[m, n]) } else { RingTensor::new(&[m, n], corr.unwrap_or_default()) };
                 Material { a, b: empty(), c }
+            }
+            // (r arithmetic, r as XOR shares, ∅)
+            Request::EdaBit { n } => {
+                let r = prg.ring(&[n]);
+                let rb = if p0 { prg.ring(&[n]) } else { RingTensor::new(&[n], corr.unwrap_or_default()) };
+                Material { a: r, b: rb, c: empty() }
+            }
+            Request::AndTriple { n } => {
+                let (a, b) = (prg.ring(&[n]), prg.ring(&[n]));
+                let c = if p0 { prg.ring(&[n]) } else { RingTensor::new(&[n], corr.unwrap_or_default()) };
+                Material { a, b, c }
+            }
+            // (t arithmetic, t as an XOR-shared bit, ∅)
+            Request::DaBit { n } => {
+                if p0 {
+                    let ta = prg.ring(&[n]);
+                    Material { a: ta, b: prg.ring(&[n]).map(|x| x & 1), c: empty() }
+                } else {
+                    let tb = prg.ring(&[n]).map(|x| x & 1);
+                    Material { a: RingTensor::new(&[n], corr.unwrap_or_default()), b: tb, c: empty() }
+                }
             }
         })
     }

@@ -1,0 +1,107 @@
+//! Comparisons: the sign bit of a shared value, DReLU and ReLU, exact for every ring element.
+//!
+//! MSB extraction with dealer-supplied edaBits (a uniform r shared both arithmetically and
+//! bitwise, Escudero et al. CRYPTO 2020):
+//! 1. open c = x + r (one round); then x = c − r exactly, with no range assumption;
+//! 2. the bits of c − r = c + ¬r + 1 come from a carry-lookahead (Kogge–Stone) over XOR-shared
+//!    64-bit words: generate g = c ∧ ¬r and propagate p = c ⊕ ¬r are local (c is public); the
+//!    carry-in 1 is folded into bit 0; six prefix levels (spans 1…32), each one round of two
+//!    batched AND gates on words;
+//! 3. msb = p₆₃ ⊕ carry₆₂;
+//! 4. to arithmetic with a daBit t: open v = msb ⊕ t (one round), [msb] = v + [t] − 2v·[t].
+//!
+//! Rounds: DReLU 8, ReLU 9 (one more Beaver product with the 0/1 share, no truncation needed).
+
+use super::channel::ChannelError;
+use super::dealer::Request;
+use super::party::{Party, Share};
+use super::protocol::{mul_raw, open_many};
+use super::ring::RingTensor;
+
+/// AND of XOR-shared words, several pairs in one round (Beaver triples over GF(2)^64).
+fn and_many(p: &mut Party, pairs: &[(&RingTensor, &RingTensor)]) -> Result<Vec<RingTensor>, ChannelError> {
+    let n: usize = pairs.iter().map(|(x, _)| x.len()).sum();
+    let t = p.preprocessing(Request::AndTriple { n })?;
+    let mut mine = Vec::with_capacity(2 * n);
+    let mut off = 0;
+    for (x, y) in pairs {
+        for i in 0..x.len() {
+            mine.push(x.data[i] ^ t.a.data[off + i]);
+            mine.push(y.data[i] ^ t.b.data[off + i]);
+        }
+        off += x.len();
+    }
+    let theirs = p.exchange(&mine)?;
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut off = 0;
+    for (x, _) in pairs {
+        let mut z = Vec::with_capacity(x.len());
+        for i in 0..x.len() {
+            let j = off + i;
+            let d = mine[2 * j] ^ theirs[2 * j];
+            let e = mine[2 * j + 1] ^ theirs[2 * j + 1];
+            let mut v = t.c.data[j] ^ (d & t.b.data[j]) ^ (e & t.a.data[j]);
+            if p.id == 0 {
+                v ^= d & e;
+            }
+            z.push(v);
+        }
+        out.push(RingTensor::new(&x.shape, z));
+        off += x.len();
+    }
+    Ok(out)
+}
+
+/// XOR shares of msb(x) (in bit 0 of each word).
+pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
+    let n = x.ring.len();
+    let shape = x.ring.shape.clone();
+    let eda = p.preprocessing(Request::EdaBit { n })?;
+    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&shape, eda.a.data))])?.remove(0);
+    let p0 = p.id == 0;
+    // ¬r: P0 flips its share.
+    let nr: Vec<u64> = eda.b.data.iter().map(|&w| if p0 { !w } else { w }).collect();
+    let prop: Vec<u64> = nr.iter().zip(&c.data).map(|(&r, &c)| if p0 { r ^ c } else { r }).collect();
+    let gen: Vec<u64> = nr.iter().zip(&c.data).map(|(&r, &c)| r & c).collect();
+    // Carry-in 1 at bit 0: g₀ ← g₀ ∨ p₀ (= ⊕, disjoint), and the group reaching bit 0 cannot
+    // propagate further, so p₀ ← 0.
+    let mut g = RingTensor::new(&shape, gen.iter().zip(&prop).map(|(&g, &q)| g ^ (q & 1)).collect());
+    let mut pp = RingTensor::new(&shape, prop.iter().map(|&q| q & !1).collect());
+    for s in [1u32, 2, 4, 8, 16, 32] {
+        let gs = g.map(|w| w << s);
+        let ps = pp.map(|w| w << s);
+        let r = and_many(p, &[(&pp, &gs), (&pp, &ps)])?;
+        g = RingTensor::new(&shape, g.data.iter().zip(&r[0].data).map(|(a, b)| a ^ b).collect());
+        pp = r[1].clone();
+    }
+    Ok(RingTensor::new(&shape, prop.iter().zip(&g.data).map(|(&q, &g)| ((q >> 63) ^ (g >> 62)) & 1).collect()))
+}
+
+/// Arithmetic 0/1 shares (scale 0) of an XOR-shared bit, with a daBit.
+pub fn bit_to_arith(p: &mut Party, b: &RingTensor) -> Result<Share, ChannelError> {
+    let n = b.len();
+    let t = p.preprocessing(Request::DaBit { n })?;
+    let mine: Vec<u64> = b.data.iter().zip(&t.b.data).map(|(x, y)| (x ^ y) & 1).collect();
+    let theirs = p.exchange(&mine)?;
+    let out = (0..n)
+        .map(|i| {
+            let v = (mine[i] ^ theirs[i]) & 1;
+            p.public_term(v).wrapping_add(t.a.data[i]).wrapping_sub((2 * v).wrapping_mul(t.a.data[i]))
+        })
+        .collect();
+    Ok(Share { ring: RingTensor::new(&b.shape, out), frac: 0 })
+}
+
+/// DReLU(x) = [x ≥ 0] as arithmetic 0/1 shares (scale 0).
+pub fn drelu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    let m = msb(p, x)?;
+    let a = bit_to_arith(p, &m)?;
+    let one = p.public_term(1);
+    Ok(Share { ring: a.ring.neg().add_scalar(one), frac: 0 })
+}
+
+/// ReLU(x) = x·DReLU(x), same scale as x (the 0/1 factor needs no truncation).
+pub fn relu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    let d = drelu(p, x)?;
+    mul_raw(p, x, &d)
+}
