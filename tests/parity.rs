@@ -9,7 +9,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use mpcformer::data::batch::{collate, Encoded, TextEncoder};
 use mpcformer::data::Example;
-use mpcformer::model::{ModelDir, Mode};
+use mpcformer::model::Mode;
 use serde_json::Value;
 
 const TOL: f64 = 1e-4;
@@ -63,23 +63,11 @@ fn check_variant(name: &str) {
     let g = golden();
     let v = &g["variants"][name];
     let (ha, sa) = (v["hidden_act"].as_str().unwrap().to_string(), v["softmax_act"].as_str().unwrap().to_string());
-    let dir = common::minilm_variant(|c| {
+    let (dir, md) = common::minilm_with_golden_head(|c| {
         c["hidden_act"] = Value::String(ha.clone());
         c["softmax_act"] = Value::String(sa.clone());
-        c["num_labels"] = 2.into();
     });
     let dev = Device::Cpu;
-    let md = ModelDir::load(dir.path(), None, 0, &dev).unwrap();
-    let head = candle_core::safetensors::load(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/minilm_classifier.safetensors"),
-        &dev,
-    )
-    .unwrap();
-    let data = md.varmap.data().lock().unwrap();
-    for n in ["classifier.weight", "classifier.bias"] {
-        data[n].set(&head[n]).unwrap();
-    }
-    drop(data);
     let enc = TextEncoder::load(dir.path(), g["max_length"].as_u64().unwrap_or(128) as usize, md.config.vocab_size).unwrap();
     for (b, o) in g["batches"].as_array().unwrap().iter().zip(v["outputs"].as_array().unwrap()) {
         assert_eq!(b["name"], o["batch"]);

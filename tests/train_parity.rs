@@ -10,31 +10,18 @@ use mpcformer::data::batch::{collate, Encoded, TextEncoder};
 use mpcformer::data::{load_split, Task};
 use mpcformer::eval::task_loss;
 use mpcformer::model::checkpoint::sorted_vars;
-use mpcformer::model::{ModelDir, Mode};
+use mpcformer::model::Mode;
 use mpcformer::train::optim::{Adam, AdamConfig, Schedule};
 use serde_json::Value;
 
 #[test]
 fn four_adamw_steps_match_transformers() {
     let g: Value = serde_json::from_str(include_str!("golden/minilm_train_steps.json")).unwrap();
-    let dir = common::minilm_variant(|c| {
-        c["num_labels"] = 2.into();
+    let (dir, md) = common::minilm_with_golden_head(|c| {
         c["hidden_dropout_prob"] = 0.0.into();
         c["attention_probs_dropout_prob"] = 0.0.into();
     });
     let dev = Device::Cpu;
-    let md = ModelDir::load(dir.path(), None, 0, &dev).unwrap();
-    let head = candle_core::safetensors::load(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/minilm_classifier.safetensors"),
-        &dev,
-    )
-    .unwrap();
-    {
-        let data = md.varmap.data().lock().unwrap();
-        for n in ["classifier.weight", "classifier.bias"] {
-            data[n].set(&head[n]).unwrap();
-        }
-    }
     let enc = TextEncoder::load(dir.path(), 128, md.config.vocab_size).unwrap();
     let rows: Vec<Encoded> =
         enc.encode(&load_split(Task::Sst2, &common::glue("SST-2"), "train", Some(24)).unwrap()).unwrap();

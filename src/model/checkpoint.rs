@@ -87,7 +87,7 @@ impl ModelDir {
         } else if config.labels().is_none() {
             return Err(ModelError::Config {
                 path: cfg_path,
-                msg: "no num_labels/id2label: this is a backbone without a task head; pass a task".into(),
+                msg: "no num_labels/id2label: a backbone without a task head (fine-tune it first with `kd finetune`)".into(),
             });
         }
         let num_labels = config.labels().unwrap_or(2);

@@ -23,6 +23,30 @@ fn rows_per_task(h: usize) -> usize {
     (8192 / h.max(1)).max(1)
 }
 
+/// out[row] = f(x[row], out[row]) over rows of width `h`, in parallel.
+fn rows1(x: &[f32], h: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let k = rows_per_task(h) * h;
+    out.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(o, x)| {
+        for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
+            f(x, o);
+        }
+    });
+    out
+}
+
+/// out[row] = f(x[row], y[row], out[row]) over rows of width `h`, in parallel.
+fn rows2(x: &[f32], y: &[f32], h: usize, f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let k = rows_per_task(h) * h;
+    out.par_chunks_mut(k).zip(x.par_chunks(k)).zip(y.par_chunks(k)).for_each(|((o, x), y)| {
+        for ((o, x), y) in o.chunks_mut(h).zip(x.chunks(h)).zip(y.chunks(h)) {
+            f(x, y, o);
+        }
+    });
+    out
+}
+
 #[inline]
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
@@ -59,14 +83,10 @@ impl CustomOp3 for Ln {
         if b.len() != h || x.len() % h != 0 {
             candle_core::bail!("layer norm: input {:?} vs weight {h}", l1.dims())
         }
-        let mut out = vec![0f32; x.len()];
-        let k = rows_per_task(h) * h;
-        out.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                let (m, r) = stats(x, self.eps);
-                for i in 0..h {
-                    o[i] = (x[i] - m) * r * w[i] + b[i];
-                }
+        let out = rows1(x, h, |x, o| {
+            let (m, r) = stats(x, self.eps);
+            for i in 0..h {
+                o[i] = (x[i] - m) * r * w[i] + b[i];
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -91,14 +111,10 @@ impl CustomOp1 for LnNormalize {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "layer norm")?;
         let h = *l.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
-        let k = rows_per_task(h) * h;
-        out.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                let (m, r) = stats(x, self.eps);
-                for i in 0..h {
-                    o[i] = (x[i] - m) * r;
-                }
+        let out = rows1(x, h, |x, o| {
+            let (m, r) = stats(x, self.eps);
+            for i in 0..h {
+                o[i] = (x[i] - m) * r;
             }
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -120,22 +136,18 @@ impl CustomOp3 for LnDx {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, dy) = (slice(s1, l1, "layer norm")?, slice(s2, l2, "layer norm")?, slice(s3, l3, "layer norm")?);
         let h = w.len();
-        let mut out = vec![0f32; x.len()];
-        let k = rows_per_task(h) * h;
-        out.par_chunks_mut(k).zip(x.par_chunks(k)).zip(dy.par_chunks(k)).for_each(|((o, x), dy)| {
-            for ((o, x), dy) in o.chunks_mut(h).zip(x.chunks(h)).zip(dy.chunks(h)) {
-                let (m, r) = stats(x, self.eps);
-                let (mut sg, mut sgx) = (0f32, 0f32);
-                for i in 0..h {
-                    let g = dy[i] * w[i];
-                    sg += g;
-                    sgx += g * (x[i] - m) * r;
-                }
-                let (mg, mgx) = (sg / h as f32, sgx / h as f32);
-                for i in 0..h {
-                    let xh = (x[i] - m) * r;
-                    o[i] = r * (dy[i] * w[i] - mg - xh * mgx);
-                }
+        let out = rows2(x, dy, h, |x, dy, o| {
+            let (m, r) = stats(x, self.eps);
+            let (mut sg, mut sgx) = (0f32, 0f32);
+            for i in 0..h {
+                let g = dy[i] * w[i];
+                sg += g;
+                sgx += g * (x[i] - m) * r;
+            }
+            let (mg, mgx) = (sg / h as f32, sgx / h as f32);
+            for i in 0..h {
+                let xh = (x[i] - m) * r;
+                o[i] = r * (dy[i] * w[i] - mg - xh * mgx);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -157,19 +169,15 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "softmax")?;
         let h = *l.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
-        let k = rows_per_task(h) * h;
-        out.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(o, x)| {
-            for (o, x) in o.chunks_mut(h).zip(x.chunks(h)) {
-                let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut s = 0f32;
-                for i in 0..h {
-                    o[i] = (x[i] - m).exp();
-                    s += o[i];
-                }
-                let inv = 1.0 / s;
-                o.iter_mut().for_each(|v| *v *= inv);
+        let out = rows1(x, h, |x, o| {
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0f32;
+            for i in 0..h {
+                o[i] = (x[i] - m).exp();
+                s += o[i];
             }
+            let inv = 1.0 / s;
+            o.iter_mut().for_each(|v| *v *= inv);
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -185,14 +193,10 @@ impl CustomOp2 for SoftmaxGrad {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (slice(s1, l1, "softmax")?, slice(s2, l2, "softmax")?);
         let h = *l1.dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; y.len()];
-        let k = rows_per_task(h) * h;
-        out.par_chunks_mut(k).zip(y.par_chunks(k)).zip(dy.par_chunks(k)).for_each(|((o, y), dy)| {
-            for ((o, y), dy) in o.chunks_mut(h).zip(y.chunks(h)).zip(dy.chunks(h)) {
-                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                for i in 0..h {
-                    o[i] = y[i] * (dy[i] - dot);
-                }
+        let out = rows2(y, dy, h, |y, dy, o| {
+            let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+            for i in 0..h {
+                o[i] = y[i] * (dy[i] - dot);
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

@@ -40,3 +40,27 @@ pub fn minilm_variant(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::Te
     }
     dir
 }
+
+/// MiniLM (config edited by `edit`, 2 labels) with the classifier head of the PyTorch goldens.
+pub fn minilm_with_golden_head(
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (tempfile::TempDir, mpcformer::model::ModelDir) {
+    let dir = minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+        edit(c);
+    });
+    let dev = candle_core::Device::Cpu;
+    let md = mpcformer::model::ModelDir::load(dir.path(), None, 0, &dev).unwrap();
+    let head = candle_core::safetensors::load(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/minilm_classifier.safetensors"),
+        &dev,
+    )
+    .unwrap();
+    {
+        let data = md.varmap.data().lock().unwrap();
+        for n in ["classifier.weight", "classifier.bias"] {
+            data[n].set(&head[n]).unwrap();
+        }
+    }
+    (dir, md)
+}
