@@ -209,3 +209,21 @@ proptest! {
         prop_assert_eq!(p0.totals().rounds, 8 + 9, "DReLU 8 rounds, ReLU 9");
     }
 }
+
+#[test]
+fn private_quad_matches_plaintext_quad() {
+    let xs: Vec<f64> = (0..400).map(|i| (i as f64 - 200.0) * 0.173).collect();
+    let x = fx(&xs);
+    let sh = shares(&x);
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        mpcformer::mpc::approx::quad(p, &Share { ring: sh[p.id].clone(), frac: F }).unwrap().ring
+    });
+    let z = o0.add(&o1);
+    for (i, &v) in xs.iter().enumerate() {
+        let want = 0.125 * v * v + 0.25 * v + 0.5;
+        // Input encoding error (≤ 2^-17 relative to |x|) plus one ulp of truncation.
+        let tol = (0.25 * v.abs() + 0.25) * 2f64.powi(-(F as i32)) + 2f64.powi(-(F as i32));
+        assert!((decode(z.data[i], F) - want).abs() <= tol, "quad({v}) = {} vs {want}", decode(z.data[i], F));
+    }
+    assert_eq!(p0.totals().rounds, 2);
+}

@@ -7,6 +7,7 @@
 //! context; transport is the [`channel::Channel`] trait (see `../../shared/docs` references in
 //! the README for the protocol choices: CrypTen/SPU, Escudero et al. 2020 for truncation).
 
+pub mod approx;
 pub mod channel;
 pub mod compare;
 pub mod dealer;

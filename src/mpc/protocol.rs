@@ -138,6 +138,12 @@ pub fn matmul(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelError
 ///
 /// 1. obtain [a], [c = a∘a]; 2. open e = x − a; 3. [x²] = [c] + 2e∘[a] + e∘e (P0 adds e∘e).
 pub fn square(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    let z = square_raw(p, x)?;
+    truncate(p, &z, x.frac)
+}
+
+/// Beaver squaring without truncation (result scale 2·frac).
+pub fn square_raw(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let n = x.ring.len();
     let t = p.preprocessing(Request::Square { n })?;
     let a = RingTensor::new(&x.ring.shape, t.a.data);
@@ -147,7 +153,7 @@ pub fn square(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     if p.id == 0 {
         z = z.add(&e.mul(&e));
     }
-    truncate(p, &Share { ring: z, frac: 2 * x.frac }, x.frac)
+    Ok(Share { ring: z, frac: 2 * x.frac })
 }
 
 /// A shared weight matrix prepared for repeated products: its mask B is fixed for the model's
