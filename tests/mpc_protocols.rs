@@ -227,3 +227,21 @@ fn private_quad_matches_plaintext_quad() {
     }
     assert_eq!(p0.totals().rounds, 2);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// A2B: the XOR of both parties' bit words is the value itself, for any ring element.
+    #[test]
+    fn arithmetic_to_binary_is_exact(v in prop::collection::vec(any::<u64>(), 1..50)) {
+        let x = RingTensor::new(&[v.len()], v.clone());
+        let xs = shares(&x);
+        let ((b0, p0), (b1, _), _) = run_local(move |p| {
+            mpcformer::mpc::compare::to_bits(p, &Share { ring: xs[p.id].clone(), frac: 0 }).unwrap()
+        });
+        for i in 0..v.len() {
+            prop_assert_eq!(b0.data[i] ^ b1.data[i], v[i]);
+        }
+        prop_assert_eq!(p0.totals().rounds, 7);
+    }
+}

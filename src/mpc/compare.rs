@@ -11,6 +11,7 @@
 //! 4. to arithmetic with a daBit t: open v = msb ⊕ t (one round), [msb] = v + [t] − 2v·[t].
 //!
 //! Rounds: DReLU 8, ReLU 9 (one more Beaver product with the 0/1 share, no truncation needed).
+//! The same carry circuit gives full arithmetic-to-binary conversion (`to_bits`, 7 rounds).
 
 use super::channel::ChannelError;
 use super::dealer::Request;
@@ -52,8 +53,9 @@ fn and_many(p: &mut Party, pairs: &[(&RingTensor, &RingTensor)]) -> Result<Vec<R
     Ok(out)
 }
 
-/// XOR shares of msb(x) (in bit 0 of each word).
-pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
+/// The carry circuit of x = c − r = c + ¬r + 1: returns (p, G) as XOR shares, where p is the
+/// bitwise propagate c ⊕ ¬r and bit i of G is the carry out of bit i.
+fn carries(p: &mut Party, x: &Share) -> Result<(RingTensor, RingTensor), ChannelError> {
     let n = x.ring.len();
     let shape = x.ring.shape.clone();
     let eda = p.preprocessing(Request::EdaBit { n })?;
@@ -74,7 +76,21 @@ pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
         g = RingTensor::new(&shape, g.data.iter().zip(&r[0].data).map(|(a, b)| a ^ b).collect());
         pp = r[1].clone();
     }
-    Ok(RingTensor::new(&shape, prop.iter().zip(&g.data).map(|(&q, &g)| ((q >> 63) ^ (g >> 62)) & 1).collect()))
+    Ok((RingTensor::new(&shape, prop), g))
+}
+
+/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂.
+pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
+    let (prop, g) = carries(p, x)?;
+    Ok(prop.zip_words(&g, |q, g| ((q >> 63) ^ (g >> 62)) & 1))
+}
+
+/// Arithmetic-to-binary conversion: XOR shares of all 64 bits of x (7 rounds).
+/// Sum bit i is pᵢ ⊕ carryᵢ₋₁, with the carry-in 1 at bit 0 (held by P0, as a public constant).
+pub fn to_bits(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
+    let (prop, g) = carries(p, x)?;
+    let cin = p.public_term(1);
+    Ok(prop.zip_words(&g, |q, g| q ^ (g << 1) ^ cin))
 }
 
 /// Arithmetic 0/1 shares (scale 0) of an XOR-shared bit, with a daBit.

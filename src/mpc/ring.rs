@@ -48,6 +48,10 @@ impl RingTensor {
     pub fn mul(&self, o: &Self) -> Self {
         self.zip(o, u64::wrapping_mul)
     }
+    /// Combine two equally shaped tensors word by word.
+    pub fn zip_words(&self, o: &Self, f: impl Fn(u64, u64) -> u64 + Sync) -> Self {
+        self.zip(o, f)
+    }
     pub fn map(&self, f: impl Fn(u64) -> u64 + Sync) -> Self {
         Self { shape: self.shape.clone(), data: self.data.par_iter().map(|&a| f(a)).collect() }
     }
