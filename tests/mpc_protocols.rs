@@ -245,3 +245,23 @@ proptest! {
         prop_assert_eq!(p0.totals().rounds, 7);
     }
 }
+
+#[test]
+fn private_reciprocal_over_a_wide_range() {
+    // 1e-3 … 3e4 (CrypTen's default reciprocal breaks above ~253).
+    let xs: Vec<f64> = (0..120).map(|i| 1e-3 * 10f64.powf(i as f64 * 7.5 / 119.0)).collect();
+    let x = fx(&xs);
+    let sh = shares(&x);
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        mpcformer::mpc::approx::reciprocal(p, &Share { ring: sh[p.id].clone(), frac: F }).unwrap().ring
+    });
+    let z = o0.add(&o1);
+    let ulp = 2f64.powi(-(F as i32));
+    for (i, &v) in xs.iter().enumerate() {
+        let xq = decode(x.data[i], F); // the encoded input
+        let got = decode(z.data[i], F);
+        let want = 1.0 / xq;
+        assert!((got - want).abs() <= (2e-3 * want).max(3.0 * ulp), "1/{v} (encoded {xq}): {got} vs {want}");
+    }
+    assert_eq!(p0.totals().rounds, 31);
+}

@@ -79,6 +79,11 @@ fn carries(p: &mut Party, x: &Share) -> Result<(RingTensor, RingTensor), Channel
     Ok((RingTensor::new(&shape, prop), g))
 }
 
+/// AND of two XOR-shared word tensors (one round).
+pub fn and_words(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTensor, ChannelError> {
+    Ok(and_many(p, &[(x, y)])?.remove(0))
+}
+
 /// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂.
 pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     let (prop, g) = carries(p, x)?;
