@@ -265,3 +265,30 @@ fn private_reciprocal_over_a_wide_range() {
     }
     assert_eq!(p0.totals().rounds, 31);
 }
+
+#[test]
+fn private_2quad_and_2relu_match_plaintext() {
+    let (rows, l) = (6, 9);
+    let s: Vec<f64> = (0..rows * l).map(|i| ((i * 7919 % 97) as f64 - 48.0) / 8.0).collect();
+    let x = RingTensor::new(&[rows, l], s.iter().map(|&v| encode(v, F)).collect());
+    let sh = shares(&x);
+    let ((o0, _), (o1, _), _) = run_local(move |p| {
+        let sx = Share { ring: sh[p.id].clone(), frac: F };
+        let q = mpcformer::mpc::approx::two_quad(p, &sx, 5.0).unwrap();
+        let r = mpcformer::mpc::approx::two_relu(p, &sx).unwrap();
+        (q.ring, r.ring)
+    });
+    let (q, r) = (o0.0.add(&o1.0), o0.1.add(&o1.1));
+    for row in 0..rows {
+        let sr = &s[row * l..(row + 1) * l];
+        let qs: f64 = sr.iter().map(|v| (v + 5.0) * (v + 5.0)).sum();
+        let rs: f64 = sr.iter().map(|v| v.max(0.0)).sum();
+        for j in 0..l {
+            let wq = (sr[j] + 5.0).powi(2) / qs;
+            let wr = if rs > 0.0 { sr[j].max(0.0) / rs } else { 0.0 };
+            let (gq, gr) = (decode(q.data[row * l + j], F), decode(r.data[row * l + j], F));
+            assert!((gq - wq).abs() < 2e-3, "2quad row {row} col {j}: {gq} vs {wq}");
+            assert!((gr - wr).abs() < 2e-3, "2relu row {row} col {j}: {gr} vs {wr}");
+        }
+    }
+}

@@ -80,3 +80,39 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let r = mul_raw(p, &w, &d)?;
     truncate(p, &Share { ring: r.ring, frac: f + f }, f)
 }
+
+/// Sum over the last axis (local), [rows, L] → [rows].
+fn row_sums(x: &Share) -> Share {
+    let l = *x.ring.shape.last().expect("rank ≥ 1");
+    let rows = x.ring.len() / l.max(1);
+    let sums = (0..rows).map(|r| x.ring.data[r * l..(r + 1) * l].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
+    Share { ring: RingTensor::new(&[rows], sums), frac: x.frac }
+}
+
+/// Repeat each row value L times, [rows] → [rows, L] (local).
+fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
+    let l = *shape.last().expect("rank ≥ 1");
+    let data = x.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, l)).collect();
+    Share { ring: RingTensor::new(shape, data), frac: x.frac }
+}
+
+/// Normalise non-negative row values q by their row sums: q / Σq.
+fn normalise_rows(p: &mut Party, q: &Share) -> Result<Share, ChannelError> {
+    let inv = reciprocal(p, &row_sums(q))?;
+    mul(p, q, &broadcast_rows(&inv, &q.ring.shape))
+}
+
+/// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
+/// private inference has no padding keys). 35 rounds: square 2, reciprocal 31, product 2.
+pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
+    let shift = p.public_term(super::fixed::encode(c, s.frac));
+    let q = super::protocol::square(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
+    normalise_rows(p, &q)
+}
+
+/// MPCFormer's 2ReLU over the last axis: relu(s) / Σ relu(s). Its ε = 1e-12 is below the
+/// fixed-point resolution, so a row with no positive score gives zeros instead of 1/L.
+pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
+    let r = super::compare::relu(p, s)?;
+    normalise_rows(p, &r)
+}
