@@ -292,3 +292,22 @@ fn private_2quad_and_2relu_match_plaintext() {
         }
     }
 }
+
+#[test]
+fn private_rsqrt_over_a_wide_range() {
+    // LayerNorm variances: 1e-3 … 1e4.
+    let xs: Vec<f64> = (0..100).map(|i| 1e-3 * 10f64.powf(i as f64 * 7.0 / 99.0)).collect();
+    let x = fx(&xs);
+    let sh = shares(&x);
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        mpcformer::mpc::approx::rsqrt(p, &Share { ring: sh[p.id].clone(), frac: F }).unwrap().ring
+    });
+    let z = o0.add(&o1);
+    let ulp = 2f64.powi(-(F as i32));
+    for (i, &v) in xs.iter().enumerate() {
+        let xq = decode(x.data[i], F);
+        let (got, want) = (decode(z.data[i], F), 1.0 / xq.sqrt());
+        assert!((got - want).abs() <= (2e-3 * want).max(4.0 * ulp), "1/sqrt({v}) (encoded {xq}): {got} vs {want}");
+    }
+    assert_eq!(p0.totals().rounds, 37);
+}
