@@ -311,3 +311,30 @@ fn private_rsqrt_over_a_wide_range() {
     }
     assert_eq!(p0.totals().rounds, 37);
 }
+
+#[test]
+fn private_layer_norm_matches_plaintext() {
+    let (rows, h) = (4, 32);
+    let xs: Vec<f64> = (0..rows * h).map(|i| ((i * 7919 % 101) as f64 - 50.0) / 10.0 * (1 + i / h) as f64).collect();
+    let g: Vec<f64> = (0..h).map(|i| 0.5 + (i % 7) as f64 / 7.0).collect();
+    let b: Vec<f64> = (0..h).map(|i| (i % 5) as f64 / 10.0 - 0.2).collect();
+    let (x, gt, bt) = (fx(&xs), fx(&g), fx(&b));
+    let x = RingTensor::new(&[rows, h], x.data);
+    let (sx, sg, sb) = (shares(&x), shares(&gt), shares(&bt));
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        let s = |t: &[RingTensor; 2]| Share { ring: t[p.id].clone(), frac: F };
+        mpcformer::mpc::norm::layer_norm(p, &s(&sx), &s(&sg), &s(&sb), 1e-12).unwrap().ring
+    });
+    let z = o0.add(&o1);
+    for r in 0..rows {
+        let row = &xs[r * h..(r + 1) * h];
+        let m = row.iter().sum::<f64>() / h as f64;
+        let v = row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / h as f64;
+        for j in 0..h {
+            let want = (row[j] - m) / (v + 1e-12).sqrt() * g[j] + b[j];
+            let got = decode(z.data[r * h + j], F);
+            assert!((got - want).abs() < 5e-3, "row {r} col {j}: {got} vs {want}");
+        }
+    }
+    assert_eq!(p0.totals().rounds, 1 + 2 + 1 + 37 + 2 + 2);
+}

@@ -12,6 +12,7 @@ pub mod channel;
 pub mod compare;
 pub mod dealer;
 pub mod fixed;
+pub mod norm;
 pub mod party;
 pub mod prg;
 pub mod protocol;
