@@ -8,6 +8,7 @@
 //! the README for the protocol choices: CrypTen/SPU, Escudero et al. 2020 for truncation).
 
 pub mod approx;
+pub mod bert;
 pub mod channel;
 pub mod compare;
 pub mod dealer;

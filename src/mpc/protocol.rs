@@ -197,3 +197,75 @@ pub fn matmul_weight(p: &mut Party, x: &Share, w: &WeightShare) -> Result<Share,
     }
     truncate(p, &Share { ring: z, frac: x.frac + w.frac }, w.frac)
 }
+
+/// Truncate several shares in one round (one batched opening), each by `f` bits.
+pub fn truncate_many(p: &mut Party, xs: &[Share], f: u32) -> Result<Vec<Share>, ChannelError> {
+    let all: Vec<u64> = xs.iter().flat_map(|x| x.ring.data.iter().copied()).collect();
+    let Some(frac) = xs.first().map(|x| x.frac) else { return Ok(vec![]) };
+    assert!(xs.iter().all(|x| x.frac == frac), "truncate_many: mixed scales");
+    let n = all.len();
+    let t = truncate(p, &Share { ring: RingTensor::new(&[n], all), frac }, f)?;
+    let mut off = 0;
+    Ok(xs
+        .iter()
+        .map(|x| {
+            let k = x.ring.len();
+            let s = Share { ring: RingTensor::new(&x.ring.shape, t.ring.data[off..off + k].to_vec()), frac: t.frac };
+            off += k;
+            s
+        })
+        .collect())
+}
+
+/// [x]·Wᵢ for several prepared weights sharing the input: one opening of x − aᵢ for all of
+/// them, one batched truncation (2 rounds in total).
+pub fn matmul_weights(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<Vec<Share>, ChannelError> {
+    let m = x.ring.shape[0];
+    let mut mats = Vec::with_capacity(ws.len());
+    for w in ws {
+        mats.push(p.preprocessing(Request::MatMulFixed { id: w.id, m })?);
+    }
+    let masked: Vec<RingTensor> = mats.iter().map(|t| x.ring.sub(&t.a)).collect();
+    let opened = open_many(p, &masked.iter().collect::<Vec<_>>())?;
+    let raw: Vec<Share> = ws
+        .iter()
+        .zip(&mats)
+        .zip(&opened)
+        .map(|((w, t), e)| {
+            let mut z = t.c.add(&e.matmul(&w.b)).add(&t.a.matmul(&w.masked));
+            if p.id == 0 {
+                z = z.add(&e.matmul(&w.masked));
+            }
+            Share { ring: z, frac: x.frac + w.frac }
+        })
+        .collect();
+    truncate_many(p, &raw, ws.first().map_or(x.frac, |w| w.frac))
+}
+
+/// Several shared×shared matrix products in one round (Beaver matrix triples), untruncated.
+pub fn matmul_many_raw(p: &mut Party, pairs: &[(&Share, &Share)]) -> Result<Vec<Share>, ChannelError> {
+    let mut mats = Vec::with_capacity(pairs.len());
+    for (x, y) in pairs {
+        let (m, k, n) = (x.ring.shape[0], x.ring.shape[1], y.ring.shape[1]);
+        mats.push(p.preprocessing(Request::MatMul { m, k, n })?);
+    }
+    let mut masked = Vec::with_capacity(2 * pairs.len());
+    for ((x, y), t) in pairs.iter().zip(&mats) {
+        masked.push(x.ring.sub(&t.a));
+        masked.push(y.ring.sub(&t.b));
+    }
+    let opened = open_many(p, &masked.iter().collect::<Vec<_>>())?;
+    Ok(pairs
+        .iter()
+        .zip(&mats)
+        .enumerate()
+        .map(|(i, ((x, y), t))| {
+            let (e, f) = (&opened[2 * i], &opened[2 * i + 1]);
+            let mut z = t.c.add(&e.matmul(&t.b)).add(&t.a.matmul(f));
+            if p.id == 0 {
+                z = z.add(&e.matmul(f));
+            }
+            Share { ring: z, frac: x.frac + y.frac }
+        })
+        .collect())
+}

@@ -1,0 +1,213 @@
+//! Private BERT encoder layer, mirroring `model/bert.rs` (`BertLayer`) step for step:
+//! Q/K/V projections, per-head scores, attention normalisation (2Quad, 2ReLU), context,
+//! output projection + residual + LayerNorm, FFN with Quad/ReLU, projection + residual +
+//! LayerNorm. Batch 1 without padding (private inference sends exactly the client's tokens).
+//!
+//! Weights arrive as this party's shares under HF names (see [`share_weights`]); linear weights
+//! are stored transposed ([in, out]) and prepared once (weight-mask reuse). The 1/√d score scale
+//! is folded into the query weights and bias by the model owner before sharing.
+
+use std::collections::HashMap;
+
+use super::approx::{quad, two_quad, two_relu};
+use super::channel::ChannelError;
+use super::compare::relu;
+use super::fixed::encode;
+use super::norm::layer_norm;
+use super::party::{Party, Share};
+use super::protocol::{matmul_many_raw, matmul_weights, prepare_weight, truncate_many, WeightShare};
+use super::ring::RingTensor;
+use crate::model::{BertConfig, HiddenAct, SoftmaxAct};
+
+/// Errors of the private model.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateModelError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("weight share '{0}' is missing")]
+    Missing(String),
+    #[error("{act} is not supported under MPC yet")]
+    Unsupported { act: String },
+}
+
+/// Encode a model's f32 parameters and split them into two additive shares each (the model
+/// owner's step). Linear weights are transposed to [in, out]; query weight and bias are
+/// pre-scaled by 1/√head_dim.
+pub fn share_weights(
+    named: &[(String, Vec<usize>, Vec<f32>)],
+    cfg: &BertConfig,
+    frac: u32,
+) -> [HashMap<String, RingTensor>; 2] {
+    let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+    let mut out = [HashMap::new(), HashMap::new()];
+    for (name, shape, vals) in named {
+        let q = name.contains("attention.self.query");
+        let s = if q { scale } else { 1.0 };
+        let enc: Vec<u64> = vals.iter().map(|&v| encode(v as f64 * s, frac)).collect();
+        let t = if shape.len() == 2 && !name.contains("embeddings") {
+            RingTensor::new(shape, enc).transpose()
+        } else {
+            RingTensor::new(shape, enc)
+        };
+        let (a, b) = super::run::share_public(&t);
+        out[0].insert(name.clone(), a);
+        out[1].insert(name.clone(), b);
+    }
+    out
+}
+
+struct PrivateLinear {
+    w: WeightShare,
+    b: Share,
+}
+
+fn get(shares: &HashMap<String, RingTensor>, name: &str, frac: u32) -> Result<Share, PrivateModelError> {
+    shares.get(name).map(|r| Share { ring: r.clone(), frac }).ok_or_else(|| PrivateModelError::Missing(name.into()))
+}
+
+fn linear(
+    p: &mut Party,
+    shares: &HashMap<String, RingTensor>,
+    prefix: &str,
+    id: u64,
+    frac: u32,
+) -> Result<PrivateLinear, PrivateModelError> {
+    let w = get(shares, &format!("{prefix}.weight"), frac)?;
+    Ok(PrivateLinear { w: prepare_weight(p, &w, id)?, b: get(shares, &format!("{prefix}.bias"), frac)? })
+}
+
+fn add_bias(y: Share, b: &Share) -> Share {
+    let n = b.ring.len();
+    let data = y.ring.data.iter().enumerate().map(|(i, &v)| v.wrapping_add(b.ring.data[i % n])).collect();
+    Share { ring: RingTensor::new(&y.ring.shape, data), frac: y.frac }
+}
+
+/// Columns [c0, c0 + w) of a [rows, cols] share (local).
+fn cols(x: &Share, c0: usize, w: usize) -> Share {
+    let (rows, c) = (x.ring.shape[0], x.ring.shape[1]);
+    let data = (0..rows).flat_map(|r| x.ring.data[r * c + c0..r * c + c0 + w].iter().copied()).collect();
+    Share { ring: RingTensor::new(&[rows, w], data), frac: x.frac }
+}
+
+/// One private encoder layer.
+pub struct PrivateLayer {
+    qkv: [PrivateLinear; 3],
+    attn_out: PrivateLinear,
+    ln1: (Share, Share),
+    inter: PrivateLinear,
+    out: PrivateLinear,
+    ln2: (Share, Share),
+    heads: usize,
+    act: HiddenAct,
+    softmax: SoftmaxAct,
+    c: f64,
+    eps: f64,
+}
+
+impl PrivateLayer {
+    /// Prepare layer `i` from this party's weight shares (opens each W − B once).
+    pub fn prepare(
+        p: &mut Party,
+        shares: &HashMap<String, RingTensor>,
+        cfg: &BertConfig,
+        i: usize,
+        frac: u32,
+    ) -> Result<Self, PrivateModelError> {
+        if cfg.hidden_act == HiddenAct::Gelu || cfg.hidden_act == HiddenAct::GeluNew {
+            return Err(PrivateModelError::Unsupported { act: cfg.hidden_act.name().into() });
+        }
+        if cfg.softmax_act == SoftmaxAct::Softmax {
+            return Err(PrivateModelError::Unsupported { act: "softmax".into() });
+        }
+        let pre = format!("bert.encoder.layer.{i}");
+        let id = |k: u64| (i as u64) * 16 + k;
+        let l = |p: &mut Party, name: &str, k| linear(p, shares, &format!("{pre}.{name}"), id(k), frac);
+        Ok(Self {
+            qkv: [l(p, "attention.self.query", 0)?, l(p, "attention.self.key", 1)?, l(p, "attention.self.value", 2)?],
+            attn_out: l(p, "attention.output.dense", 3)?,
+            ln1: (
+                get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?,
+                get(shares, &format!("{pre}.attention.output.LayerNorm.bias"), frac)?,
+            ),
+            inter: l(p, "intermediate.dense", 4)?,
+            out: l(p, "output.dense", 5)?,
+            ln2: (
+                get(shares, &format!("{pre}.output.LayerNorm.weight"), frac)?,
+                get(shares, &format!("{pre}.output.LayerNorm.bias"), frac)?,
+            ),
+            heads: cfg.num_attention_heads,
+            act: cfg.hidden_act,
+            softmax: cfg.softmax_act,
+            c: cfg.softmax_2quad_c,
+            eps: cfg.layer_norm_eps,
+        })
+    }
+
+    /// x [L, H] → [L, H].
+    pub fn forward(&self, p: &mut Party, x: &Share) -> Result<Share, PrivateModelError> {
+        use super::party::LayerClass::*;
+        let (l, h) = (x.ring.shape[0], x.ring.shape[1]);
+        let dh = h / self.heads;
+        p.set_class(Linear);
+        let ws: Vec<&WeightShare> = self.qkv.iter().map(|pl| &pl.w).collect();
+        let qkv = matmul_weights(p, x, &ws)?;
+        let qkv: Vec<Share> = qkv.into_iter().zip(&self.qkv).map(|(y, pl)| add_bias(y, &pl.b)).collect();
+        let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
+        p.set_class(Attention);
+        let qh: Vec<Share> = (0..self.heads).map(|i| cols(q, i * dh, dh)).collect();
+        let kt: Vec<Share> = (0..self.heads)
+            .map(|i| {
+                let c = cols(k, i * dh, dh);
+                Share { ring: c.ring.transpose(), frac: c.frac }
+            })
+            .collect();
+        let pairs: Vec<(&Share, &Share)> = qh.iter().zip(&kt).collect();
+        let raw = matmul_many_raw(p, &pairs)?;
+        let scores = truncate_many(p, &raw, x.frac)?;
+        // All heads' rows normalised together: [heads·L, L].
+        let stacked = Share {
+            ring: RingTensor::new(&[self.heads * l, l], scores.iter().flat_map(|s| s.ring.data.iter().copied()).collect()),
+            frac: x.frac,
+        };
+        p.set_class(Softmax);
+        let probs = match self.softmax {
+            SoftmaxAct::TwoQuad => two_quad(p, &stacked, self.c)?,
+            SoftmaxAct::TwoRelu => two_relu(p, &stacked)?,
+            SoftmaxAct::Softmax => return Err(PrivateModelError::Unsupported { act: "softmax".into() }),
+        };
+        p.set_class(Attention);
+        let ph: Vec<Share> = (0..self.heads)
+            .map(|i| Share {
+                ring: RingTensor::new(&[l, l], probs.ring.data[i * l * l..(i + 1) * l * l].to_vec()),
+                frac: probs.frac,
+            })
+            .collect();
+        let vh: Vec<Share> = (0..self.heads).map(|i| cols(v, i * dh, dh)).collect();
+        let pairs: Vec<(&Share, &Share)> = ph.iter().zip(&vh).collect();
+        let raw = matmul_many_raw(p, &pairs)?;
+        let ctx_h = truncate_many(p, &raw, x.frac)?;
+        let mut ctx = vec![0u64; l * h];
+        for (i, c) in ctx_h.iter().enumerate() {
+            for r in 0..l {
+                ctx[r * h + i * dh..r * h + (i + 1) * dh].copy_from_slice(&c.ring.data[r * dh..(r + 1) * dh]);
+            }
+        }
+        let ctx = Share { ring: RingTensor::new(&[l, h], ctx), frac: x.frac };
+        p.set_class(Linear);
+        let ao = add_bias(matmul_weights(p, &ctx, &[&self.attn_out.w])?.remove(0), &self.attn_out.b);
+        p.set_class(LayerNorm);
+        let a = layer_norm(p, &super::protocol::add(&ao, x), &self.ln1.0, &self.ln1.1, self.eps)?;
+        p.set_class(Linear);
+        let i = add_bias(matmul_weights(p, &a, &[&self.inter.w])?.remove(0), &self.inter.b);
+        p.set_class(Activation);
+        let i = match self.act {
+            HiddenAct::Quad => quad(p, &i)?,
+            HiddenAct::Relu => relu(p, &i)?,
+            other => return Err(PrivateModelError::Unsupported { act: other.name().into() }),
+        };
+        p.set_class(Linear);
+        let o = add_bias(matmul_weights(p, &i, &[&self.out.w])?.remove(0), &self.out.b);
+        p.set_class(LayerNorm);
+        Ok(layer_norm(p, &super::protocol::add(&o, &a), &self.ln2.0, &self.ln2.1, self.eps)?)
+    }
+}
