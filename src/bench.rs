@@ -145,3 +145,99 @@ pub fn ring_gemm(shapes: &[(usize, usize, usize)], repeats: usize) -> Vec<GemmBe
         })
         .collect()
 }
+
+/// One measured private-inference configuration (encoder layers only, embedding output given).
+#[derive(Debug, Serialize)]
+pub struct PrivateBench {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub seq_len: usize,
+    pub variant: String,
+    /// Weight preparation (W − B openings), once per model.
+    pub prepare_seconds: f64,
+    /// Wall time of the forward pass, dealer work included (it runs concurrently).
+    pub forward_seconds: f64,
+    pub rounds: u64,
+    pub bytes_per_party: u64,
+    pub dealer_bytes: u64,
+    pub breakdown: std::collections::BTreeMap<String, crate::mpc::party::ClassStats>,
+    pub max_abs_diff_vs_plaintext: f64,
+}
+
+/// Run a random-weight encoder of the given shape under 2-party MPC (in-process) and compare
+/// its output with the plaintext model on the same input.
+pub fn private_encoder(
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    seq_len: usize,
+    act: crate::model::HiddenAct,
+    sm: crate::model::SoftmaxAct,
+    frac: u32,
+) -> anyhow::Result<PrivateBench> {
+    use crate::model::bert::Masks;
+    use crate::mpc::bert::{share_weights, PrivateLayer};
+    use crate::mpc::fixed::{decode, encode};
+    use crate::mpc::party::Share;
+    use crate::mpc::ring::RingTensor;
+    let dev = Device::Cpu;
+    let mut cfg = crate::model::BertConfig::tiny(layers, hidden, heads, 64);
+    cfg.hidden_act = act;
+    cfg.softmax_act = sm;
+    let md = ModelDir::random(cfg.clone(), 2, 5, &dev)?;
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = sorted_vars(&md.varmap)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("bert.encoder"))
+        .map(|(n, v)| {
+            let t = v.as_tensor();
+            Ok((n, t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?))
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let xs: Vec<f32> = (0..seq_len * hidden).map(|i| (((i * 7919) % 61) as f32 - 30.0) / 15.0).collect();
+    let x = candle_core::Tensor::from_vec(xs.clone(), (1, seq_len, hidden), &dev)?;
+    let masks = Masks::new(&candle_core::Tensor::ones((1, seq_len), candle_core::DType::F32, &dev)?, candle_core::DType::F32)?;
+    let mut h = x;
+    for layer in &md.model.bert.layers {
+        h = layer.forward(&h, &masks, &mut Mode::Eval, false)?.0;
+    }
+    let want: Vec<f32> = h.flatten_all()?.to_vec1()?;
+    let shares = std::sync::Arc::new(share_weights(&named, &cfg, frac));
+    let xr = RingTensor::new(&[seq_len, hidden], xs.iter().map(|&v| encode(v as f64, frac)).collect());
+    let (x0, x1) = crate::mpc::run::share_public(&xr);
+    let xsh = [x0, x1];
+    let cfg2 = cfg.clone();
+    let ((o0, p0), (o1, _), d) = crate::mpc::run::run_local(move |p| {
+        let t = Instant::now();
+        let prepared: Vec<PrivateLayer> = (0..cfg2.num_hidden_layers)
+            .map(|i| PrivateLayer::prepare(p, &shares[p.id], &cfg2, i, frac))
+            .collect::<Result<_, _>>()?;
+        let prep = t.elapsed().as_secs_f64();
+        let prep_stats = p.totals();
+        let t = Instant::now();
+        let mut hs = Share { ring: xsh[p.id].clone(), frac };
+        for layer in &prepared {
+            hs = layer.forward(p, &hs)?;
+        }
+        Ok::<_, crate::mpc::bert::PrivateModelError>((hs.ring, prep, t.elapsed().as_secs_f64(), prep_stats))
+    });
+    let (r0, prep, fwd, prep_stats) = o0?;
+    let (r1, ..) = o1?;
+    let got = r0.add(&r1);
+    let diff = got.data.iter().zip(&want).map(|(&g, &w)| (decode(g, frac) - w as f64).abs()).fold(0.0, f64::max);
+    let tot = p0.totals();
+    Ok(PrivateBench {
+        layers,
+        hidden,
+        heads,
+        seq_len,
+        variant: format!("{}+{}", act.name(), sm.name()),
+        prepare_seconds: prep,
+        forward_seconds: fwd,
+        rounds: tot.rounds - prep_stats.rounds,
+        bytes_per_party: tot.bytes_sent - prep_stats.bytes_sent,
+        dealer_bytes: d.bytes_sent,
+        breakdown: p0.stats.iter().map(|(k, v)| (format!("{k:?}").to_lowercase(), v.clone())).collect(),
+        max_abs_diff_vs_plaintext: diff,
+    })
+}

@@ -125,6 +125,30 @@ pub enum BenchWhat {
     Train(BenchTrainCmd),
     /// Wrapping-u64 GEMM throughput at BERT shapes (the MPC executor's compute floor).
     Gemm(BenchGemmCmd),
+    /// A random-weight encoder under 2-party MPC (in-process): time, rounds, bytes per class.
+    Private(BenchPrivateCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPrivateCmd {
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// FFN activation: quad or relu.
+    #[arg(long, default_value = "quad")]
+    pub act: String,
+    /// Attention normalisation: 2quad or 2relu.
+    #[arg(long, default_value = "2quad")]
+    pub softmax: String,
+    #[arg(long, default_value_t = 16)]
+    pub frac_bits: u32,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(c) => cmd_eval(c),
         Command::Bench(b) => match b.what {
             BenchWhat::Train(c) => cmd_bench_train(c),
+            BenchWhat::Private(c) => {
+                let act = c.act.parse().map_err(anyhow::Error::msg)?;
+                let sm = c.softmax.parse().map_err(anyhow::Error::msg)?;
+                let r = mpcformer::bench::private_encoder(c.layers, c.hidden, c.heads, c.seq_len, act, sm, c.frac_bits)?;
+                let json = serde_json::to_string_pretty(&r)?;
+                if let Some(p) = &c.out {
+                    write_file_atomic(p, json.as_bytes())?;
+                }
+                println!("{json}");
+                Ok(())
+            }
             BenchWhat::Gemm(c) => {
                 let shapes = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (512, 768, 768), (128, 256, 256)];
                 let r = mpcformer::bench::ring_gemm(&shapes, c.repeats);
