@@ -107,6 +107,17 @@ fn finetune_then_eval_end_to_end_and_resume_equals_uninterrupted() {
     assert!(text(&o).contains("resuming at step 3"), "{}", text(&o));
     let a = read_weights(&t.path().join("full/train_state"));
     let b = read_weights(&t.path().join("resumed/train_state"));
+    // Same evaluations, same losses, same best checkpoint as the uninterrupted run.
+    let log_full = std::fs::read_to_string(t.path().join("full/log.csv")).unwrap();
+    let log_resumed = std::fs::read_to_string(t.path().join("resumed/log.csv")).unwrap();
+    let cols = |s: &str| s.lines().map(|l| l.split(',').take(6).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
+    assert_eq!(cols(&log_full), cols(&log_resumed), "step,epoch,lr,train_loss,dev_metric,accuracy");
+    let best = read_weights(&t.path().join("full"));
+    let best_r = read_weights(&t.path().join("resumed"));
+    for (name, ta) in &best {
+        let d: f32 = (ta - &best_r[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-5, "best checkpoint {name} differs by {d}");
+    }
     assert_eq!(a.len(), b.len());
     for (name, ta) in &a {
         let d: f32 = (ta - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();

@@ -98,6 +98,11 @@ pub struct RunState {
     pub train_seconds: f64,
     pub examples_seen: u64,
     pub log: Vec<LogRow>,
+    /// Loss accumulated since the last evaluation (so a resumed run logs the same averages).
+    #[serde(default)]
+    pub loss_sum: f64,
+    #[serde(default)]
+    pub loss_n: u64,
 }
 
 /// What `finetune.json` holds at the end.
@@ -212,13 +217,15 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
             train_seconds: 0.0,
             examples_seen: 0,
             log: vec![],
+            loss_sum: 0.0,
+            loss_n: 0,
         },
     };
     let resumed_from = (st.step > 0).then_some(st.step);
     let lengths: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     let pb = progress_bar(total_steps, st.step);
     let interactive = std::io::stderr().is_terminal();
-    let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
+    let (mut loss_sum, mut loss_n) = (st.loss_sum, st.loss_n);
     let mut window = Instant::now();
     let mut window_examples = 0u64;
 
@@ -265,7 +272,14 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
             }
             let end_of_epoch = st.step % batches_per_epoch == 0;
             let due = args.eval_every > 0 && st.step % args.eval_every == 0;
-            if end_of_epoch || due || st.step == total_steps || st.step == stop_at {
+            if !(end_of_epoch || due || st.step == total_steps) && st.step == stop_at {
+                // A time-boxed stop between evaluation points: save the resume point only, so
+                // the run's evaluations (and best-checkpoint choice) match an uninterrupted one.
+                (st.loss_sum, st.loss_n) = (loss_sum, loss_n);
+                save_state(&state_dir, &md, &opt, &st, &args.model)?;
+                break 'outer;
+            }
+            if end_of_epoch || due || st.step == total_steps {
                 let metrics = evaluate(&md, &dev, args, device)?;
                 let value = metrics.as_ref().map(|m| m.primary(args.task)).unwrap_or(f64::NAN);
                 st.log.push(LogRow {
@@ -290,6 +304,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
                     eprintln!("{msg}");
                 }
                 (loss_sum, loss_n) = (0.0, 0);
+                (st.loss_sum, st.loss_n) = (0.0, 0);
                 if st.best_metric.is_none_or(|b| value > b) || (dev.is_empty() && st.step == total_steps) {
                     st.best_metric = value.is_finite().then_some(value);
                     st.best_step = Some(st.step);
