@@ -28,10 +28,10 @@ use super::ring::RingTensor;
 /// 3. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (one product, one truncation; x·c ∈ [2^61, 2^62)
 ///    stays inside the truncation's |v| < 2^62 domain);
 /// 4. w ≈ 1/u: w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2), relative error ≤ 1/17),
-///    three NR steps w ← w(2 − u·w) (error 5.9% → 0.35% → 1.2e−5 → 1.5e−10; 12 rounds);
+///    three NR steps w ← w(2 − u·w) (error 5.9% → 0.35% → 1.2e−5 → 1.5e−10; 9 rounds);
 /// 5. 1/x = w·2^(f−k) = w·d / 2^f (one product, one truncation).
 ///
-/// 31 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
+/// 28 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
 /// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
@@ -42,11 +42,14 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let w0 = p.public_term(super::fixed::encode(24.0 / 17.0, f));
     let mut w = Share { ring: su.ring.neg().add_scalar(w0), frac: f };
-    let two = p.public_term(super::fixed::encode(2.0, f));
+    // Each step in 3 rounds: u·w stays at scale 2f (no truncation), 2 − u·w is formed there,
+    // and w·(2 − u·w) at scale 3f (|·| < 2^50) is truncated once by 2f.
+    let two = p.public_term(super::fixed::encode(2.0, 2 * f));
     for _ in 0..3 {
-        let t = mul(p, &u, &w)?;
-        let e = Share { ring: t.ring.neg().add_scalar(two), frac: f };
-        w = mul(p, &w, &e)?;
+        let t = mul_raw(p, &u, &w)?;
+        let e = Share { ring: t.ring.neg().add_scalar(two), frac: 2 * f };
+        let we = mul_raw(p, &w, &e)?;
+        w = truncate(p, &we, 2 * f)?;
     }
     let r = mul_raw(p, &w, &d)?;
     truncate(p, &Share { ring: r.ring, frac: f + f }, f)
@@ -93,7 +96,7 @@ fn normalise(p: &mut Party, x: &Share, factor: impl Fn(u32) -> u64) -> Result<(S
 /// 1/√x = (1/√u)·2^(−(k−f)/2), the second factor a public constant per leading-bit position.
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
 /// relative error ≤ 2.7%), then three Newton steps y ← y(3 − u·y²)/2 (2.7% → 1.1e−3 → 1.8e−6
-/// → 5e−12). 16 + 1 + 18 + 2 = 37 rounds.
+/// → 5e−12). 16 + 1 + 15 + 2 = 34 rounds.
 pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
     let (u, d) = normalise(p, x, |k| super::fixed::encode(2f64.powf(-(k as f64 - f as f64) / 2.0), f))?;
@@ -101,11 +104,14 @@ pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let y0 = p.public_term(super::fixed::encode(1.2740, f));
     let mut y = Share { ring: su.ring.neg().add_scalar(y0), frac: f };
-    let three = p.public_term(super::fixed::encode(3.0, f));
+    // Each step in 5 rounds: y² and u·y² stay untruncated (scales 2f, 3f; |u·y²| < 2^50), one
+    // truncation by 2f brings 3 − u·y² to scale f.
+    let three3 = p.public_term(super::fixed::encode(3.0, 3 * f));
     for _ in 0..3 {
-        let y2 = super::protocol::square(p, &y)?;
-        let uy2 = mul(p, &u, &y2)?;
-        let t = Share { ring: uy2.ring.neg().add_scalar(three), frac: f };
+        let y2 = super::protocol::square_raw(p, &y)?;
+        let uy2 = mul_raw(p, &u, &y2)?;
+        let t3 = Share { ring: uy2.ring.neg().add_scalar(three3), frac: 3 * f };
+        let t = truncate(p, &t3, 2 * f)?;
         let yt = mul_raw(p, &y, &t)?;
         // ·½ folded into the truncation.
         y = truncate(p, &yt, f + 1)?;

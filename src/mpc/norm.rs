@@ -1,6 +1,6 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 45 rounds per call.
+//! secret-shared model weights. Mirrors `model/norm.rs`. 42 rounds per call.
 
 use super::approx::rsqrt;
 use super::channel::ChannelError;
