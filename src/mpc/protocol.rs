@@ -4,7 +4,7 @@
 use super::channel::ChannelError;
 use super::dealer::Request;
 use super::party::{Party, Share};
-use super::ring::RingTensor;
+use super::ring::{PackedB, RingTensor};
 
 /// Reveal several shared tensors in **one** round (independent openings batched together).
 ///
@@ -162,8 +162,9 @@ pub struct WeightShare {
     id: u64,
     /// W − B, public to both parties (reveals nothing: B is uniform and used only here).
     masked: RingTensor,
-    /// This party's share of B.
-    b: RingTensor,
+    /// W − B and this party's share of B, packed once for the GEMM kernel.
+    masked_packed: PackedB,
+    b_packed: PackedB,
     pub frac: u32,
 }
 
@@ -179,7 +180,9 @@ pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, 
     let t = p.preprocessing(Request::WeightMask { id, k, n })?;
     let b = RingTensor::new(&[k, n], t.b.data);
     let masked = open_many(p, &[&w.ring.sub(&b)])?.remove(0);
-    Ok(WeightShare { id, masked, b, frac: w.frac })
+    let masked_packed = PackedB::new(&masked.data, k, n);
+    let b_packed = PackedB::new(&b.data, k, n);
+    Ok(WeightShare { id, masked, masked_packed, b_packed, frac: w.frac })
 }
 
 /// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
@@ -191,9 +194,9 @@ pub fn matmul_weight(p: &mut Party, x: &Share, w: &WeightShare) -> Result<Share,
     assert_eq!(x.ring.shape[1], w.masked.shape[0], "matmul_weight: inner dimensions");
     let t = p.preprocessing(Request::MatMulFixed { id: w.id, m })?;
     let e = open_many(p, &[&x.ring.sub(&t.a)])?.remove(0);
-    let mut z = t.c.add(&e.matmul(&w.b)).add(&t.a.matmul(&w.masked));
+    let mut z = t.c.add(&e.matmul_packed(&w.b_packed)).add(&t.a.matmul_packed(&w.masked_packed));
     if p.id == 0 {
-        z = z.add(&e.matmul(&w.masked));
+        z = z.add(&e.matmul_packed(&w.masked_packed));
     }
     truncate(p, &Share { ring: z, frac: x.frac + w.frac }, w.frac)
 }
@@ -232,9 +235,9 @@ pub fn matmul_weights(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<V
         .zip(&mats)
         .zip(&opened)
         .map(|((w, t), e)| {
-            let mut z = t.c.add(&e.matmul(&w.b)).add(&t.a.matmul(&w.masked));
+            let mut z = t.c.add(&e.matmul_packed(&w.b_packed)).add(&t.a.matmul_packed(&w.masked_packed));
             if p.id == 0 {
-                z = z.add(&e.matmul(&w.masked));
+                z = z.add(&e.matmul_packed(&w.masked_packed));
             }
             Share { ring: z, frac: x.frac + w.frac }
         })

@@ -66,6 +66,12 @@ impl RingTensor {
     }
 
     /// [m, k] · [k, n] → [m, n] over Z_2^64.
+    /// [m, k] · packed [k, n] → [m, n].
+    pub fn matmul_packed(&self, o: &PackedB) -> Self {
+        assert!(self.shape.len() == 2 && self.shape[1] == o.k, "matmul: {:?} × [{}, {}]", self.shape, o.k, o.n);
+        Self::new(&[self.shape[0], o.n], matmul_packed(&self.data, self.shape[0], o))
+    }
+
     pub fn matmul(&self, o: &Self) -> Self {
         let (m, k) = (self.shape[0], self.shape[1]);
         let (k2, n) = (o.shape[0], o.shape[1]);
@@ -94,18 +100,43 @@ const NR: usize = 16;
 /// time) the block is 8 zmm registers updated by `vpmullq`/`vpaddq`; otherwise a portable loop.
 pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     assert!(a.len() == m * k && b.len() == k * n, "matmul_u64: buffer sizes");
-    let panels = n.div_ceil(NR);
-    let mut packed = vec![0u64; panels * k * NR];
-    packed.par_chunks_mut((k * NR).max(1)).enumerate().for_each(|(p, panel)| {
-        for kk in 0..k {
-            for j in 0..NR {
-                let col = p * NR + j;
-                if col < n {
-                    panel[kk * NR + j] = b[kk * n + col];
+    matmul_packed(a, m, &PackedB::new(b, k, n))
+}
+
+/// A right-hand matrix [k, n] repacked into NR-wide column panels. Weights are packed once
+/// per model and reused by every product.
+#[derive(Clone)]
+pub struct PackedB {
+    panels: Vec<u64>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    pub fn new(b: &[u64], k: usize, n: usize) -> Self {
+        assert_eq!(b.len(), k * n, "PackedB: buffer size");
+        let count = n.div_ceil(NR);
+        let mut panels = vec![0u64; count * k * NR];
+        panels.par_chunks_mut((k * NR).max(1)).enumerate().for_each(|(p, panel)| {
+            for kk in 0..k {
+                for j in 0..NR {
+                    let col = p * NR + j;
+                    if col < n {
+                        panel[kk * NR + j] = b[kk * n + col];
+                    }
                 }
             }
-        }
-    });
+        });
+        Self { panels, k, n }
+    }
+}
+
+/// C[m×n] = A[m×k]·B for a packed B.
+pub fn matmul_packed(a: &[u64], m: usize, b: &PackedB) -> Vec<u64> {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "matmul_packed: A is not m×k");
+    let panels = n.div_ceil(NR);
+    let packed = &b.panels;
     let simd = avx512_available();
     let mut c = vec![0u64; m * n];
     if n == 0 {
@@ -230,6 +261,8 @@ mod tests {
             let a: Vec<u64> = (0..m * k).map(|_| next()).collect();
             let b: Vec<u64> = (0..k * n).map(|_| next()).collect();
             prop_assert_eq!(matmul_u64(&a, &b, m, k, n), naive(&a, &b, m, k, n));
+            let packed = PackedB::new(&b, k, n);
+            prop_assert_eq!(matmul_packed(&a, m, &packed), naive(&a, &b, m, k, n));
         }
 
         #[test]
