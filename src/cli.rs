@@ -18,8 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Fine-tune a pretrained BERT (local dir or hub id) into a task teacher.
     Finetune(FinetuneCmd),
-    /// Two-stage knowledge distillation into an MPC-friendly student (not yet available).
-    Train(PlaceholderCmd),
+    /// Two-stage knowledge distillation into an MPC-friendly student, from a recipe.
+    Train(TrainCmd),
     /// Task metrics of a model in plaintext.
     Eval(EvalCmd),
     /// Task metrics under 2-party MPC (not yet available).
@@ -70,6 +70,30 @@ pub struct FinetuneCmd {
     #[arg(long)]
     pub limit_dev: Option<usize>,
     /// Checkpoint and stop after this many steps in total; rerun the same command to continue.
+    #[arg(long)]
+    pub stop_after_steps: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainCmd {
+    /// Recipe (TOML), e.g. recipes/mrpc-quad-2quad.toml.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Override the recipe's teacher directory.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Override the recipe's data directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Override the recipe's output directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override any recipe field: --set stage1.epochs=2 --set student.softmax_act=2relu (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Checkpoint and stop after this many optimizer steps (both stages); rerun to continue.
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
 }

@@ -8,14 +8,16 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Parser;
 
-use mpcformer::cli::{BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd};
+use mpcformer::cli::{BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd, TrainCmd};
 use mpcformer::data::batch::TextEncoder;
 use mpcformer::data::{load_split, Task};
 use mpcformer::eval::{append_results, predict, predictions_csv, score, EvalReport};
 use mpcformer::hub::resolve_model;
 use mpcformer::model::checkpoint::write_file_atomic;
 use mpcformer::model::ModelDir;
+use mpcformer::train::distill::train;
 use mpcformer::train::finetune::{finetune, FinetuneArgs};
+use mpcformer::train::recipe::Recipe;
 
 // Training allocates and frees many large tensors per step; glibc returns big blocks to the
 // kernel (mmap above 32 MiB, a hard cap), so every step paid page faults and page zeroing.
@@ -79,7 +81,7 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
-        Command::Train(_) => bail!("`kd train` (knowledge distillation) is not yet available in this version"),
+        Command::Train(c) => cmd_train(c),
         Command::PrivateEval(_) => bail!("`kd private-eval` (MPC evaluation) is not yet available in this version"),
     }
 }
@@ -121,6 +123,45 @@ fn cmd_finetune(c: FinetuneCmd) -> Result<()> {
         s.train_examples_per_second,
         args.out.display()
     );
+    Ok(())
+}
+
+fn cmd_train(c: TrainCmd) -> Result<()> {
+    let mut overrides = Vec::new();
+    // Named flags are sugar for --set; TOML string quoting keeps any path intact.
+    let quoted = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
+    if let Some(t) = &c.teacher {
+        overrides.push(format!("teacher={}", quoted(t)));
+    }
+    if let Some(d) = &c.data {
+        overrides.push(format!("data={}", quoted(d)));
+    }
+    if let Some(o) = &c.out {
+        overrides.push(format!("out={}", quoted(o)));
+    }
+    if let Some(s) = c.seed {
+        overrides.push(format!("seed={s}"));
+    }
+    overrides.extend(c.set.iter().cloned());
+    let recipe = Recipe::load(&c.recipe, &overrides)?;
+    let s = train(&recipe, &Device::Cpu, c.stop_after_steps)
+        .with_context(|| format!("training {} into {}", c.recipe.display(), recipe.out.display()))?;
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
+    if s.finished {
+        println!(
+            "best dev {} = {} at stage-2 step {:?} (teacher {}, ratio {}); stage 1 {:.0}s, stage 2 {:.0}s; model in {}",
+            s.primary_metric,
+            fmt(s.best_metric),
+            s.best_step,
+            fmt(s.teacher_metric),
+            fmt(s.fraction_of_teacher),
+            s.stage1.as_ref().map_or(0.0, |x| x.seconds),
+            s.stage2.seconds,
+            recipe.out.display()
+        );
+    } else {
+        println!("stopped at the requested step; rerun the same command to continue ({})", recipe.out.display());
+    }
     Ok(())
 }
 

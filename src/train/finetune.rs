@@ -120,7 +120,7 @@ pub struct FinetuneSummary {
     pub log: Vec<LogRow>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io { path: path.to_path_buf(), source }
 }
 
@@ -347,7 +347,7 @@ fn evaluate(md: &ModelDir, dev: &[Encoded], args: &FinetuneArgs, device: &Device
     Ok(score(args.task, &rows))
 }
 
-fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), TrainError> {
+pub(crate) fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), TrainError> {
     // OUT also holds train_state/ and logs, so the best model's files are replaced one by one,
     // each atomically (weights last, so a reader never pairs new weights with an old config).
     std::fs::create_dir_all(out).map_err(io(out))?;
@@ -366,7 +366,7 @@ fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), Trai
     Ok(())
 }
 
-fn save_state(dir: &Path, md: &ModelDir, opt: &Adam, st: &RunState, tokenizer_src: &Path) -> Result<(), TrainError> {
+pub(crate) fn save_state<S: Serialize>(dir: &Path, md: &ModelDir, opt: &Adam, st: &S, tokenizer_src: &Path) -> Result<(), TrainError> {
     save_dir_atomic(dir, |tmp| {
         write_model_files(tmp, &md.varmap, &md.config, tokenizer_src)?;
         let tensors: std::collections::HashMap<String, Tensor> = opt.state_tensors()?.into_iter().collect();
@@ -403,7 +403,7 @@ fn write_log_csv(path: &Path, log: &[LogRow]) -> Result<(), TrainError> {
     Ok(())
 }
 
-fn progress_bar(total: u64, pos: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64, pos: u64) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps | {msg} | ETA {eta}")

@@ -259,6 +259,10 @@ pub enum Schedule {
     Constant,
     /// Linear warmup over `warmup` (fraction of total steps), then linear decay to 0 at `total`.
     WarmupLinear { warmup: f64 },
+    /// BertAdam's `warmup_linear` (MPCFormer/TinyBERT): with p = step/total, p/warmup while
+    /// p < warmup, then max((p − 1)/(warmup − 1), 0). Differs from `WarmupLinear` only in not
+    /// rounding the warmup length to whole steps.
+    BertWarmupLinear { warmup: f64 },
 }
 
 impl Schedule {
@@ -274,6 +278,14 @@ impl Schedule {
                     s / warm.max(1.0)
                 } else {
                     ((total - s) / (total - warm).max(1.0)).max(0.0)
+                }
+            }
+            Schedule::BertWarmupLinear { warmup } => {
+                let p = step as f64 / total.max(1) as f64;
+                if p < warmup {
+                    p / warmup
+                } else {
+                    ((p - 1.0) / (warmup - 1.0)).max(0.0)
                 }
             }
         }
@@ -386,5 +398,21 @@ mod tests {
         assert!((s.factor(55, 100) - 0.5).abs() < 1e-12);
         assert_eq!(s.factor(100, 100), 0.0);
         assert_eq!(Schedule::Constant.factor(7, 10), 1.0);
+    }
+
+    #[test]
+    fn bert_warmup_linear_matches_the_reference_formula() {
+        // TinyBERT/MPCFormer: warmup_linear(x, w) = x/w if x < w else max((x-1)/(w-1), 0),
+        // evaluated at x = step/t_total with the 0-based step.
+        let s = Schedule::BertWarmupLinear { warmup: 0.1 };
+        let total = 37;
+        for step in 0..=total {
+            let x = step as f64 / total as f64;
+            let want = if x < 0.1 { x / 0.1 } else { ((x - 1.0) / (0.1 - 1.0)).max(0.0) };
+            assert!((s.factor(step, total) - want).abs() < 1e-12, "step {step}");
+        }
+        // 37 steps: warmup ends at 3.7 steps, which WarmupLinear rounds up to 4.
+        assert!((s.factor(3, 37) - (3.0 / 37.0) / 0.1).abs() < 1e-12);
+        assert!((Schedule::WarmupLinear { warmup: 0.1 }.factor(3, 37) - 0.75).abs() < 1e-12);
     }
 }

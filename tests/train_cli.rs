@@ -1,0 +1,210 @@
+//! `kd train` as a user runs it, in temp directories: a two-stage distillation of a 6-layer
+//! MiniLM teacher into a 3-layer Quad+2Quad student on real SST-2 rows, resume after
+//! interruption (in stage 1 and in stage 2) equal to an uninterrupted run, the label-only
+//! baselines, and recipe errors that name the file and field.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kd(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kd")).args(args).current_dir(cwd).output().expect("kd runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn read_weights(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Path, b: &Path) -> f32 {
+    let (wa, wb) = (read_weights(a), read_weights(b));
+    assert_eq!(wa.len(), wb.len());
+    wa.iter()
+        .map(|(n, t)| (t - &wb[n]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap())
+        .fold(0.0, f32::max)
+}
+
+fn recipe(teacher: &Path, stage1: bool, objective: &str, init: &str) -> String {
+    let sst2 = common::glue("SST-2");
+    let mut r = format!(
+        r#"task = "sst2"
+teacher = "{}"
+data = "{}"
+out = "unused"
+seed = 5
+batch_size = 8
+eval_batch_size = 16
+limit_train = 32
+limit_dev = 16
+
+[student]
+hidden_act = "quad"
+softmax_act = "2quad"
+layers = 3
+init = "{init}"
+"#,
+        teacher.display(),
+        sst2.display()
+    );
+    if stage1 {
+        r += r#"
+[stage1]
+epochs = 1
+log_every = 2
+optimizer = { kind = "bertadam", lr = 1e-4, schedule = { kind = "constant" } }
+"#;
+    }
+    r += &format!(
+        r#"
+[stage2]
+objective = "{objective}"
+epochs = 1
+eval_every = 2
+optimizer = {{ kind = "bertadam", lr = 1e-4, schedule = {{ kind = "bert_warmup_linear", warmup = 0.1 }} }}
+"#
+    );
+    r
+}
+
+/// The teacher: MiniLM with a seeded 2-class head (its quality does not matter here).
+fn teacher() -> tempfile::TempDir {
+    common::minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+    })
+}
+
+#[test]
+fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
+    let t = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    std::fs::write(t.path().join("r.toml"), recipe(teacher.path(), true, "distill", "teacher")).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut a = vec!["train", "--recipe", "r.toml", "--out", out];
+        a.extend(extra);
+        let o = kd(&a, t.path());
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    let o = run("full", &[]);
+    assert!(text(&o).contains("best dev accuracy"), "{}", text(&o));
+
+    // Interrupted inside stage 1 (step 3 of 4, between log points), then inside stage 2
+    // (step 1 of 4), then run to the end: the same command each time.
+    run("resumed", &["--stop-after-steps", "3"]);
+    let state = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(t.path().join(p).join("train_state/state.json")).unwrap()).unwrap()
+    };
+    assert_eq!((state("resumed")["stage"].as_u64(), state("resumed")["step"].as_u64()), (Some(1), Some(3)));
+    let o = run("resumed", &["--stop-after-steps", "5"]);
+    assert!(text(&o).contains("resuming stage 1 at step 3"), "{}", text(&o));
+    assert_eq!((state("resumed")["stage"].as_u64(), state("resumed")["step"].as_u64()), (Some(2), Some(1)));
+    let o = run("resumed", &[]);
+    assert!(text(&o).contains("resuming stage 2 at step 1"), "{}", text(&o));
+    assert_eq!(state("resumed")["stage"].as_u64(), Some(3));
+
+    // Same losses and dev metrics at every log point, same stage-1 student, same best student.
+    let log = |p: &str| -> Vec<String> {
+        std::fs::read_to_string(t.path().join(p).join("log.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string()) // drop the seconds column
+            .collect()
+    };
+    let full_log = log("full");
+    assert_eq!(full_log.len(), 1 + 2 + 2, "header + 2 stage-1 rows + 2 stage-2 rows: {full_log:?}");
+    assert_eq!(full_log, log("resumed"));
+    assert!(max_diff(&t.path().join("full/stage1"), &t.path().join("resumed/stage1")) < 1e-5);
+    assert!(max_diff(&t.path().join("full"), &t.path().join("resumed")) < 1e-5);
+
+    // Stage 1 moved the student towards the teacher: the layer-wise loss fell.
+    let s1: Vec<f64> = full_log[1..3].iter().map(|l| l.split(',').nth(4).unwrap().parse().unwrap()).collect();
+    assert!(s1[1] < s1[0], "stage-1 loss did not fall: {s1:?}");
+
+    // The student is an HF directory with its approximations and depth in config.json.
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("full/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hidden_act"], "quad");
+    assert_eq!(cfg["softmax_act"], "2quad");
+    assert_eq!(cfg["num_hidden_layers"], 3);
+    let w = read_weights(&t.path().join("full"));
+    assert!(w.contains_key("bert.encoder.layer.2.output.dense.weight"));
+    assert!(!w.contains_key("bert.encoder.layer.3.output.dense.weight"));
+    for f in ["recipe.toml", "train.json", "loss.png", "tokenizer.json", "stage1/config.json"] {
+        assert!(t.path().join("full").join(f).exists(), "missing {f}");
+    }
+    let png = std::fs::read(t.path().join("full/loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let saved = std::fs::read_to_string(t.path().join("full/recipe.toml")).unwrap();
+    assert!(saved.contains("out = \"full\"") && saved.contains("layers = 3"), "{saved}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("full/train.json")).unwrap()).unwrap();
+    assert_eq!(summary["finished"], true);
+    assert_eq!(summary["stage1"]["steps"], 4);
+    assert_eq!(summary["stage2"]["steps"], 4);
+    assert!(summary["teacher_metric"].as_f64().is_some() && summary["best_metric"].as_f64().is_some());
+
+    // The student evaluates like any model.
+    let sst2 = common::glue("SST-2");
+    let o = kd(
+        &["eval", "--model", "full", "--task", "sst2", "--data", sst2.to_str().unwrap(), "--limit", "16", "--no-results",
+          "--output", "e.json"],
+        t.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path().join("e.json")).unwrap()).unwrap();
+    let best = summary["best_metric"].as_f64().unwrap();
+    assert!((e["metrics"]["accuracy"].as_f64().unwrap() - best).abs() < 1e-9, "eval {e} vs best {best}");
+
+    // A different recipe on an existing run is refused.
+    let o = kd(&["train", "--recipe", "r.toml", "--out", "full", "--seed", "6"], t.path());
+    assert!(!o.status.success() && text(&o).contains("different recipe"), "{}", text(&o));
+}
+
+#[test]
+fn label_only_baselines_run_from_teacher_and_random_init() {
+    let t = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    for (name, init) in [("wod", "teacher"), ("wopd", "random")] {
+        std::fs::write(t.path().join(format!("{name}.toml")), recipe(teacher.path(), false, "labels", init)).unwrap();
+        let r = format!("{name}.toml");
+        let o = kd(&["train", "--recipe", &r, "--out", name], t.path());
+        assert!(o.status.success(), "{}", text(&o));
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.path().join(name).join("train.json")).unwrap()).unwrap();
+        assert!(s["stage1"].is_null());
+        assert_eq!(s["stage2"]["steps"], 4);
+        let copied = s["student"]["copied"].as_array().unwrap().len();
+        assert_eq!(copied > 0, init == "teacher", "{init}: {copied} tensors copied");
+    }
+}
+
+#[test]
+fn recipe_errors_name_file_and_field() {
+    let t = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    let good = recipe(teacher.path(), true, "distill", "teacher");
+    let cases = [
+        (good.replace("layers = 3", "layers = 3\nlayer = 2"), "unknown field `layer`"),
+        (good.replace("layers = 3", "layers = 4"), "must divide"),
+        (good.replace("objective = \"distill\"", "objective = \"magic\""), "magic"),
+        (good.replace(&teacher.path().display().to_string(), "/nonexistent/teacher"), "/nonexistent/teacher"),
+    ];
+    for (i, (r, want)) in cases.iter().enumerate() {
+        let f = format!("bad{i}.toml");
+        std::fs::write(t.path().join(&f), r).unwrap();
+        let o = kd(&["train", "--recipe", &f, "--out", "o"], t.path());
+        assert!(!o.status.success(), "case {i} succeeded");
+        assert!(text(&o).contains(want), "case {i}: {}", text(&o));
+        if i < 3 {
+            assert!(text(&o).contains(&f) || text(&o).contains("config.json"), "case {i} does not name the file: {}", text(&o));
+        }
+    }
+    let o = kd(&["train", "--recipe", "missing.toml"], t.path());
+    assert!(!o.status.success() && text(&o).contains("missing.toml"), "{}", text(&o));
+    let o = kd(&["train", "--recipe", "bad0.toml", "--set", "nokey"], t.path());
+    assert!(!o.status.success() && text(&o).contains("KEY=VALUE"), "{}", text(&o));
+}
