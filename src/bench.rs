@@ -241,3 +241,93 @@ pub fn private_encoder(
         max_abs_diff_vs_plaintext: diff,
     })
 }
+
+/// Median step times of the two distillation stages.
+#[derive(Debug, Serialize)]
+pub struct DistillBench {
+    pub task: String,
+    pub batch_size: usize,
+    pub steps_timed: usize,
+    pub student: String,
+    pub mean_padded_len: f64,
+    /// Teacher forward (no grad, with scores) + student forward + layer-wise loss + backward + BertAdam.
+    pub stage1_step_median_s: f64,
+    pub stage1_examples_per_s: f64,
+    /// Teacher forward + student forward + soft cross-entropy + backward + BertAdam.
+    pub stage2_step_median_s: f64,
+    pub stage2_examples_per_s: f64,
+    pub threads: usize,
+}
+
+/// KD step throughput: MiniLM-L6 teacher (GeLU+softmax, seeded 2-class head) → 6-layer
+/// Quad+2Quad student initialised from it, on MRPC train rows in file order (the batches
+/// `scripts/bench_kd_torch.py` times), each batch padded to its longest member.
+pub fn distill_throughput(model: &Path, mrpc: &Path, batch_size: usize, steps: usize, warmup: usize) -> anyhow::Result<DistillBench> {
+    use crate::train::distill::{layerwise_loss, soft_cross_entropy, PadMasks};
+    use crate::train::recipe::{StudentInit, StudentSpec};
+    let dev = Device::Cpu;
+    let head = HeadSpec { label_names: Task::Mrpc.label_names(), regression: false };
+    let teacher = ModelDir::load(model, Some(&head), 0, &dev)?;
+    let spec = StudentSpec {
+        hidden_act: crate::model::HiddenAct::Quad,
+        softmax_act: crate::model::SoftmaxAct::TwoQuad,
+        layers: None,
+        init: StudentInit::Teacher,
+        softmax_2quad_c: None,
+    };
+    let (student, map, _) = crate::train::student::build_student(&teacher, &spec, 0, &dev)?;
+    let enc = TextEncoder::load(model, 128, teacher.config.vocab_size)?;
+    let rows = enc.encode(&load_split(Task::Mrpc, mrpc, "train", Some((steps + warmup) * batch_size))?)?;
+    let (heads, hidden) = (student.config.num_attention_heads, student.config.hidden_size);
+    let mut result = [(0.0, 0.0); 2];
+    let mut padded = 0usize;
+    let mut timed = 0usize;
+    for stage in 1..=2u8 {
+        let mut opt = Adam::new(sorted_vars(&student.varmap), AdamConfig::bert_adam());
+        let mut times = Vec::new();
+        for (i, chunk) in rows.chunks(batch_size).enumerate() {
+            let items: Vec<&Encoded> = chunk.iter().collect();
+            let t = Instant::now();
+            let batch = collate(&items, &dev)?;
+            let tout = teacher.model.forward_with(&batch.input, &mut Mode::Eval, stage == 1)?;
+            let mut rng = step_rng(0, 2, i as u64);
+            let sout = student.model.forward_with(&batch.input, &mut Mode::Train(&mut rng), stage == 1)?;
+            let loss = if stage == 1 {
+                let tout = crate::model::bert::ModelOutput {
+                    logits: tout.logits.detach(),
+                    pooled: tout.pooled.detach(),
+                    hidden_states: tout.hidden_states.iter().map(|t| t.detach()).collect(),
+                    attention_scores: tout.attention_scores.iter().map(|t| t.detach()).collect(),
+                };
+                let masks = PadMasks::new(&batch.input.attention_mask)?;
+                layerwise_loss(&sout, &tout, &map, &masks, heads, hidden)?.0
+            } else {
+                soft_cross_entropy(&sout.logits, &tout.logits.detach(), 1.0)?
+            };
+            let grads = loss.backward()?;
+            opt.step(&grads, 1e-5)?;
+            let _ = loss.to_scalar::<f32>()?;
+            if i >= warmup {
+                times.push(t.elapsed().as_secs_f64());
+                if stage == 1 {
+                    padded += batch.seq_len;
+                }
+            }
+        }
+        let med = pct(&mut times.clone(), 0.5);
+        timed = times.len();
+        result[stage as usize - 1] = (med, batch_size as f64 / med);
+    }
+    Ok(DistillBench {
+        task: "mrpc".into(),
+        batch_size,
+        steps_timed: timed,
+        student: "quad+2quad, 6 layers".into(),
+        mean_padded_len: padded as f64 / timed.max(1) as f64,
+        stage1_step_median_s: result[0].0,
+        stage1_examples_per_s: result[0].1,
+        stage2_step_median_s: result[1].0,
+        stage2_examples_per_s: result[1].1,
+        threads: rayon::current_num_threads(),
+    })
+}

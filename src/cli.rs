@@ -147,10 +147,31 @@ pub struct BenchCmd {
 pub enum BenchWhat {
     /// Fine-tuning step and evaluation throughput on SST-2 batches (file order, dynamic padding).
     Train(BenchTrainCmd),
+    /// Distillation step throughput (stage 1 and stage 2) on MRPC batches (file order).
+    Distill(BenchDistillCmd),
     /// Wrapping-u64 GEMM throughput at BERT shapes (the MPC executor's compute floor).
     Gemm(BenchGemmCmd),
     /// A random-weight encoder under 2-party MPC (in-process): time, rounds, bytes per class.
     Private(BenchPrivateCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDistillCmd {
+    /// Teacher backbone (a seeded 2-class head is added).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The MRPC data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Write the result JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

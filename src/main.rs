@@ -59,6 +59,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(c) => cmd_eval(c),
         Command::Bench(b) => match b.what {
             BenchWhat::Train(c) => cmd_bench_train(c),
+            BenchWhat::Distill(c) => {
+                let r = mpcformer::bench::distill_throughput(&c.model, &c.data, c.batch_size, c.steps, c.warmup)?;
+                let json = serde_json::to_string_pretty(&r)?;
+                if let Some(p) = &c.out {
+                    write_file_atomic(p, json.as_bytes())?;
+                }
+                println!("{json}");
+                Ok(())
+            }
             BenchWhat::Private(c) => {
                 let act = c.act.parse().map_err(anyhow::Error::msg)?;
                 let sm = c.softmax.parse().map_err(anyhow::Error::msg)?;
