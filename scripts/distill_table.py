@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Collect finished `kd train` runs into eval/distill/ (the paper's Table 2 layout).
+
+Usage (from the repository root, after scripts/distill_runs.sh):
+
+    python3 scripts/distill_table.py [--runs checkpoints/students] [--out eval/distill]
+
+For every run directory with a train.json it copies train.json, log.csv, recipe.toml and
+loss.png to OUT/runs/NAME/, and writes OUT/table.md (metric x100 per task and method,
+the student's fraction of the teacher, wall time per stage) and OUT/runs.csv.
+"""
+import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
+
+TASKS = ["sst2", "cola", "stsb", "mrpc", "rte"]
+TASK_NAMES = {"sst2": "SST-2 (acc)", "cola": "CoLA (mcc)", "stsb": "STS-B (corr)", "mrpc": "MRPC (f1)", "rte": "RTE (acc)"}
+METHODS = [
+    ("quad-2quad-wopd", "MPCMiniLM w/o{p,d}", "Quad+2Quad"),
+    ("quad-2quad-wod", "MPCMiniLM w/o{d}", "Quad+2Quad"),
+    ("quad-2quad", "MPCMiniLM (distilled)", "Quad+2Quad"),
+    ("quad-2relu-wod", "MPCMiniLM w/o{d}", "Quad+2ReLU"),
+    ("quad-2relu", "MPCMiniLM (distilled)", "Quad+2ReLU"),
+    ("quad-2quad-3l", "MPCMiniLM 3-layer (distilled)", "Quad+2Quad"),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default="checkpoints/students")
+    ap.add_argument("--out", default="eval/distill")
+    a = ap.parse_args()
+    runs, out = Path(a.runs), Path(a.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    found = {}
+    for d in sorted(runs.iterdir()):
+        j = d / "train.json"
+        if not j.exists():
+            continue
+        s = json.loads(j.read_text())
+        found[d.name] = s
+        dst = out / "runs" / d.name
+        dst.mkdir(exist_ok=True)
+        for f in ["train.json", "log.csv", "recipe.toml", "loss.png"]:
+            if (d / f).exists():
+                shutil.copy(d / f, dst / f)
+    teacher = {}
+    for name, s in found.items():
+        t = s["recipe"]["task"]
+        if s.get("teacher_metric") is not None:
+            teacher[t] = s["teacher_metric"]
+    with open(out / "runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "task", "finished", "best_metric", "teacher_metric", "fraction_of_teacher",
+                    "best_step", "stage1_steps", "stage1_seconds", "stage1_ex_per_s", "stage2_steps",
+                    "stage2_seconds", "stage2_ex_per_s"])
+        for name, s in sorted(found.items()):
+            s1 = s.get("stage1") or {}
+            s2 = s["stage2"]
+            w.writerow([name, s["recipe"]["task"], s["finished"], s["best_metric"], s["teacher_metric"],
+                        s["fraction_of_teacher"], s["best_step"], s1.get("steps", 0), round(s1.get("seconds", 0), 1),
+                        round(s1.get("examples_per_second", 0), 2), s2["steps"], round(s2["seconds"], 1),
+                        round(s2["examples_per_second"], 2)])
+
+    def cell(task, suffix):
+        s = found.get(f"{task}-{suffix}")
+        if s is None or s.get("best_metric") is None:
+            return "—"
+        v = f"{100 * s['best_metric']:.1f}"
+        if not s["finished"]:
+            v += " (partial)"
+        if task in teacher and teacher[task]:
+            v += f" ({100 * s['best_metric'] / teacher[task]:.0f}%)"
+        return v
+
+    lines = ["| Method | Approx. | " + " | ".join(TASK_NAMES[t] for t in TASKS) + " |",
+             "|---|---|" + "---|" * len(TASKS)]
+    lines.append("| MiniLM-L6 teacher (kd finetune) | GeLU+Softmax | " +
+                 " | ".join(f"{100 * teacher[t]:.1f}" if t in teacher else "—" for t in TASKS) + " |")
+    for suffix, label, approx in METHODS:
+        if not any(f"{t}-{suffix}" in found for t in TASKS):
+            continue
+        lines.append(f"| {label} | {approx} | " + " | ".join(cell(t, suffix) for t in TASKS) + " |")
+    timing = ["| Run | stage 1 steps | stage 1 wall s | stage 1 ex/s | stage 2 steps | stage 2 wall s | stage 2 ex/s |",
+              "|---|---|---|---|---|---|---|"]
+    for name, s in sorted(found.items()):
+        s1 = s.get("stage1") or {}
+        s2 = s["stage2"]
+        timing.append(f"| {name} | {s1.get('steps', 0)} | {s1.get('seconds', 0):.0f} | {s1.get('examples_per_second', 0):.1f} | "
+                      f"{s2['steps']} | {s2['seconds']:.0f} | {s2['examples_per_second']:.1f} |")
+    (out / "table.md").write_text(
+        "<!-- written by scripts/distill_table.py from checkpoints/students/*/train.json -->\n"
+        "Dev metric x100 (best stage-2 checkpoint); in brackets the fraction of the teacher's dev metric.\n\n"
+        + "\n".join(lines) + "\n\nWall time per stage (training steps only; dev evaluation excluded):\n\n"
+        + "\n".join(timing) + "\n")
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
