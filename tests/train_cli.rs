@@ -91,6 +91,7 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     };
     let o = run("full", &[]);
     assert!(text(&o).contains("best dev accuracy"), "{}", text(&o));
+    assert!(text(&o).contains("teacher logits for 32 training rows"), "{}", text(&o));
 
     // Interrupted inside stage 1 (step 3 of 4, between log points), then inside stage 2
     // (step 1 of 4), then run to the end: the same command each time.
@@ -180,6 +181,18 @@ fn label_only_baselines_run_from_teacher_and_random_init() {
         let copied = s["student"]["copied"].as_array().unwrap().len();
         assert_eq!(copied > 0, init == "teacher", "{init}: {copied} tensors copied");
     }
+    // Prediction-layer distillation alone, for part of an epoch: the teacher runs per batch
+    // (with ≥ 1 epoch its logits are computed once up front instead).
+    let r = recipe(teacher.path(), false, "distill", "teacher").replace("epochs = 1\neval_every", "epochs = 0.5\neval_every");
+    assert!(r.contains("epochs = 0.5"));
+    std::fs::write(t.path().join("s2.toml"), r).unwrap();
+    let o = kd(&["train", "--recipe", "s2.toml", "--out", "s2"], t.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("teacher logits for"), "{}", text(&o));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("s2/train.json")).unwrap()).unwrap();
+    assert_eq!(s["stage2"]["steps"], 2);
+    assert!(s["best_metric"].as_f64().is_some());
 }
 
 #[test]

@@ -338,6 +338,17 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
             _ => (recipe.stage2.teacher_dropout, recipe.stage2.eval_every),
         };
         let need_teacher = stage == 1 || recipe.stage2.objective == Objective::Distill && !regression;
+        // Stage 2 needs only the teacher's logits; a deterministic teacher gives the same logits
+        // every epoch, so with ≥ 1 epoch one batched pass over the training set is cheaper than
+        // a teacher forward per step (and is recomputed identically on resume).
+        let cached_logits: Option<Vec<Vec<f32>>> = if stage == 2 && need_teacher && !teacher_dropout && recipe.stage2.epochs >= 1.0 {
+            let t = Instant::now();
+            let rows = predict(&teacher.model, &train_rows, recipe.eval_batch_size, device, |_| {})?;
+            eprintln!("teacher logits for {} training rows in {:.1}s", rows.len(), t.elapsed().as_secs_f64());
+            Some(rows.into_iter().map(|r| r.logits).collect())
+        } else {
+            None
+        };
         let pb = progress_bar(total, st.step);
         pb.set_prefix(format!("stage {stage}"));
         let mut window = Instant::now();
@@ -355,7 +366,11 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
                 let items: Vec<&Encoded> = positions.iter().map(|&p| &train_rows[p]).collect();
                 let batch = collate(&items, device)?;
                 let gstep = (stage as u64) << 40 | st.step;
-                let teacher_out = if need_teacher {
+                let teacher_out = if let Some(cache) = &cached_logits {
+                    let flat: Vec<f32> = positions.iter().flat_map(|&p| cache[p].iter().copied()).collect();
+                    let logits = Tensor::from_vec(flat, (positions.len(), student.model.num_labels), device)?;
+                    Some(ModelOutput { pooled: logits.clone(), logits, hidden_states: vec![], attention_scores: vec![] })
+                } else if need_teacher {
                     let o = if teacher_dropout {
                         let mut r = step_rng(recipe.seed, PURPOSE_TEACHER_DROPOUT, gstep);
                         teacher.model.forward_with(&batch.input, &mut Mode::Train(&mut r), stage == 1)?
