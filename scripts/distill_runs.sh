@@ -8,13 +8,10 @@ cd "$(dirname "$0")/.."
 export KD_ASSETS="${KD_ASSETS:-$(cd .. && pwd)/shared}"
 recipes=("$@")
 if [ ${#recipes[@]} -eq 0 ]; then
-  for v in quad-2quad quad-2quad-wod; do
-    for t in mrpc rte stsb cola sst2; do recipes+=("recipes/$t-$v.toml"); done
-  done
-  recipes+=(recipes/mrpc-quad-2quad-3l.toml)
-  for v in quad-2relu quad-2relu-wod; do
-    for t in mrpc rte stsb cola sst2; do recipes+=("recipes/$t-$v.toml"); done
-  done
+  # Student and its "w/o d" baseline task by task, cheapest tasks first.
+  for t in mrpc rte stsb cola; do recipes+=("recipes/$t-quad-2quad.toml" "recipes/$t-quad-2quad-wod.toml"); done
+  recipes+=(recipes/mrpc-quad-2quad-3l.toml recipes/sst2-quad-2quad.toml recipes/sst2-quad-2quad-wod.toml)
+  for t in mrpc rte stsb cola sst2; do recipes+=("recipes/$t-quad-2relu.toml" "recipes/$t-quad-2relu-wod.toml"); done
   recipes+=(recipes/mrpc-quad-2quad-wopd.toml)
 fi
 mkdir -p checkpoints/students
