@@ -27,7 +27,7 @@ fn help_lists_every_subcommand() {
 #[test]
 fn unavailable_commands_fail_cleanly() {
     let t = tempfile::tempdir().unwrap();
-    for c in ["train", "private-eval"] {
+    for c in ["train"] {
         let o = kd(&[c], t.path());
         assert!(!o.status.success());
         assert!(text(&o).contains("not yet available"), "{}", text(&o));

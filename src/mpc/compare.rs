@@ -10,13 +10,15 @@
 //! 3. msb = p₆₃ ⊕ carry₆₂;
 //! 4. to arithmetic with a daBit t: open v = msb ⊕ t (one round), [msb] = v + [t] − 2v·[t].
 //!
-//! Rounds: DReLU 8, ReLU 9 (one more Beaver product with the 0/1 share, no truncation needed).
-//! The same carry circuit gives full arithmetic-to-binary conversion (`to_bits`, 7 rounds).
+//! Rounds: DReLU 8 (7 + daBit conversion), ReLU 8: the XOR-shared sign bit is injected straight
+//! into the product (`bit_mul_many`: one round opens b ⊕ t and x − a together), so the bit is
+//! never converted separately. The same carry circuit gives full arithmetic-to-binary conversion
+//! (`to_bits`, 7 rounds).
 
 use super::channel::ChannelError;
 use super::dealer::Request;
 use super::party::{Party, Share};
-use super::protocol::{mul_raw, open_many};
+use super::protocol::open_many;
 use super::ring::RingTensor;
 
 /// AND of XOR-shared words, several pairs in one round (Beaver triples over GF(2)^64).
@@ -121,8 +123,57 @@ pub fn drelu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     Ok(Share { ring: a.ring.neg().add_scalar(one), frac: 0 })
 }
 
-/// ReLU(x) = x·DReLU(x), same scale as x (the 0/1 factor needs no truncation).
+/// XOR shares (bit 0) of [x ≥ 0] (the negated sign bit), 7 rounds.
+pub fn ge_zero_bits(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
+    let m = msb(p, x)?;
+    let one = p.public_term(1);
+    Ok(m.map(|w| w ^ one))
+}
+
+/// [bᵢ·xᵢ] for XOR-shared bits bᵢ (bit 0 of each word) and arithmetic xᵢ, all pairs in **one**
+/// round (bit injection with a dealer tuple: daBit t as [t]_A and [t]_B, a uniform a, [a·t]):
+/// 1. open v = b ⊕ t (packed 64 bits per word) and e = x − a together;
+/// 2. b = v + t − 2vt, so b·x = v·x + (1 − 2v)·t·x, and t·x = e·[t] + [a·t] is linear in the
+///    shares; the result keeps x's scale (no truncation).
+pub fn bit_mul_many(p: &mut Party, pairs: &[(&RingTensor, &Share)]) -> Result<Vec<Share>, ChannelError> {
+    let n: usize = pairs.iter().map(|(b, x)| {
+        assert_eq!(b.len(), x.ring.len(), "bit_mul: bits and values differ in length");
+        b.len()
+    }).sum();
+    let t = p.preprocessing(Request::BitMul { n })?;
+    let (ta, amask) = t.a.data.split_at(n);
+    let words = n.div_ceil(64);
+    let mut mine = vec![0u64; words + n];
+    let mut off = 0;
+    for (b, x) in pairs {
+        for i in 0..b.len() {
+            let j = off + i;
+            mine[j / 64] |= ((b.data[i] ^ t.b.data[j]) & 1) << (j % 64);
+            mine[words + j] = x.ring.data[i].wrapping_sub(amask[j]);
+        }
+        off += b.len();
+    }
+    let theirs = p.exchange(&mine)?;
+    let mut out = Vec::with_capacity(pairs.len());
+    let mut off = 0;
+    for (b, x) in pairs {
+        let z = (0..b.len())
+            .map(|i| {
+                let j = off + i;
+                let v = ((mine[j / 64] ^ theirs[j / 64]) >> (j % 64)) & 1;
+                let e = mine[words + j].wrapping_add(theirs[words + j]);
+                let tx = e.wrapping_mul(ta[j]).wrapping_add(t.c.data[j]);
+                v.wrapping_mul(x.ring.data[i]).wrapping_add(1u64.wrapping_sub(2 * v).wrapping_mul(tx))
+            })
+            .collect();
+        out.push(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac });
+        off += b.len();
+    }
+    Ok(out)
+}
+
+/// ReLU(x) = x·[x ≥ 0], same scale as x, 8 rounds (sign bit 7, bit injection 1).
 pub fn relu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
-    let d = drelu(p, x)?;
-    mul_raw(p, x, &d)
+    let d = ge_zero_bits(p, x)?;
+    Ok(bit_mul_many(p, &[(&d, x)])?.remove(0))
 }

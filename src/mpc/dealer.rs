@@ -32,6 +32,13 @@ pub enum Request {
     AndTriple { n: usize },
     /// daBits: a random bit t as arithmetic shares and as XOR shares (bit 0).
     DaBit { n: usize },
+    /// Bit-injection material: a daBit t (arithmetic and XOR), a uniform a, and c = a·t
+    /// (`compare::bit_mul_many`: [b·x] for an XOR-shared bit b in one round).
+    BitMul { n: usize },
+    /// Client-masked embedding lookup against the registered table mask `id` (B [V,H]) for `m`
+    /// tokens: each party draws a fresh seed kᵢ from its stream, Aᵢ = PRG(kᵢ) [m,V],
+    /// A = A₀ + A₁, and the dealer shares C = A·B. The seeds go to the client, who sends X − A.
+    EmbedMask { id: u64, m: usize },
 }
 
 impl Request {
@@ -46,6 +53,8 @@ impl Request {
             Request::EdaBit { n } => (6, n as u64, 0, 0),
             Request::AndTriple { n } => (7, n as u64, 0, 0),
             Request::DaBit { n } => (8, n as u64, 0, 0),
+            Request::BitMul { n } => (9, n as u64, 0, 0),
+            Request::EmbedMask { id, m } => (10, id, m as u64, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -61,6 +70,8 @@ impl Request {
             6 => Request::EdaBit { n: v[1] as usize },
             7 => Request::AndTriple { n: v[1] as usize },
             8 => Request::DaBit { n: v[1] as usize },
+            9 => Request::BitMul { n: v[1] as usize },
+            10 => Request::EmbedMask { id: v[1], m: v[2] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -70,7 +81,8 @@ impl Request {
             Request::Mul { n } | Request::Square { n } => n,
             Request::EdaBit { n } | Request::AndTriple { n } | Request::DaBit { n } => n,
             Request::MatMul { m, n, .. } => m * n,
-            Request::Trunc { n, .. } => 2 * n,
+            Request::Trunc { n, .. } | Request::BitMul { n } => 2 * n,
+            Request::EmbedMask { id, m } => m * weight_cols(id),
             Request::WeightMask { .. } => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
@@ -79,6 +91,21 @@ impl Request {
 
 /// Purpose ids of the PRG streams.
 pub const STREAM_PREPROCESSING: u64 = 1;
+/// Stream of an embedding mask Aᵢ expanded from a per-inference seed kᵢ.
+pub const STREAM_EMBED_MASK: u64 = 2;
+
+/// The seed kᵢ carried in two ring words (as drawn from a preprocessing stream).
+pub fn seed_from_words(w: &[u64]) -> Seed {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&w[0].to_le_bytes());
+    s[8..].copy_from_slice(&w[1].to_le_bytes());
+    Seed(s)
+}
+
+/// Aᵢ = PRG(kᵢ) as an [m, v] ring tensor (party, dealer and client expand it identically).
+pub fn embed_mask(seed_words: &[u64], m: usize, v: usize) -> RingTensor {
+    Prg::new(seed_from_words(seed_words), STREAM_EMBED_MASK).ring(&[m, v])
+}
 
 /// The dealer's state: replicas of both parties' preprocessing streams.
 pub struct Dealer {
@@ -164,6 +191,25 @@ impl Dealer {
                 let (ta0, tb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]).map(|x| x & 1));
                 let tb1 = self.prg1.ring(&[n]).map(|x| x & 1);
                 (0..n).map(|i| (tb0.data[i] ^ tb1.data[i]).wrapping_sub(ta0.data[i])).collect()
+            }
+            Request::BitMul { n } => {
+                let (ta0, tb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]).map(|x| x & 1));
+                let (a0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let (tb1, a1) = (self.prg1.ring(&[n]).map(|x| x & 1), self.prg1.ring(&[n]));
+                let t: Vec<u64> = (0..n).map(|i| tb0.data[i] ^ tb1.data[i]).collect();
+                let mut out: Vec<u64> = (0..n).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
+                out.extend((0..n).map(|i| a0.data[i].wrapping_add(a1.data[i]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
+                out
+            }
+            Request::EmbedMask { id, m } => {
+                let (k0, k1) = (self.prg0.ring(&[2]), self.prg1.ring(&[2]));
+                let Some(b) = self.masks.get(&id) else {
+                    return vec![];
+                };
+                let (v, h) = (b.shape[0], b.shape[1]);
+                let c0 = self.prg0.ring(&[m, h]);
+                let a = embed_mask(&k0.data, m, v).add(&embed_mask(&k1.data, m, v));
+                RingTensor::new(&[m, h], matmul_u64(&a.data, &b.data, m, v, h)).sub(&c0).data
             }
         }
     }
@@ -287,6 +333,31 @@ impl DealerLink {
                     let tb = prg.ring(&[n]).map(|x| x & 1);
                     Material { a: RingTensor::new(&[n], corr.unwrap_or_default()), b: tb, c: empty() }
                 }
+            }
+            // ([t arithmetic ; a] (2n), t as an XOR-shared bit, a·t)
+            Request::BitMul { n } => {
+                if p0 {
+                    let (ta, tb) = (prg.ring(&[n]), prg.ring(&[n]).map(|x| x & 1));
+                    let (a, c) = (prg.ring(&[n]), prg.ring(&[n]));
+                    let mut ta_a = ta.data;
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c }
+                } else {
+                    let (tb, a) = (prg.ring(&[n]).map(|x| x & 1), prg.ring(&[n]));
+                    let corr = corr.unwrap_or_default();
+                    let mut ta_a = corr[..n].to_vec();
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c: RingTensor::new(&[n], corr[n..].to_vec()) }
+                }
+            }
+            // (Aᵢ [m,V], the seed kᵢ as two words, Cᵢ [m,H])
+            Request::EmbedMask { id, m } => {
+                let k = prg.ring(&[2]);
+                let &(v, h) = cols.get(&id).ok_or_else(|| {
+                    ChannelError::Malformed(format!("embedding mask {id} was never registered"))
+                })?;
+                let c = if p0 { prg.ring(&[m, h]) } else { RingTensor::new(&[m, h], corr.unwrap_or_default()) };
+                Material { a: embed_mask(&k.data, m, v), b: k, c }
             }
         })
     }
