@@ -32,10 +32,11 @@ use super::ring::RingTensor;
 /// 3. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (one product, one truncation; x·c ∈ [2^61, 2^62)
 ///    stays inside the truncation's |v| < 2^62 domain);
 /// 4. w ≈ 1/u: w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2), relative error ≤ 1/17),
-///    three NR steps w ← w(2 − u·w) (error 5.9% → 0.35% → 1.2e−5 → 1.5e−10; 9 rounds);
+///    two NR steps w ← w(2 − u·w) (relative error 5.9% → 0.35% → 1.2e−5, below the ulp 2^−16 of
+///    a result ≤ 1; a third step, 1.5e−10, bought nothing at 16 fractional bits; 6 rounds);
 /// 5. 1/x = w·2^(f−k) = w·d / 2^f (one product, one truncation).
 ///
-/// 28 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
+/// 25 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
 /// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
@@ -49,7 +50,7 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     // Each step in 3 rounds: u·w stays at scale 2f (no truncation), 2 − u·w is formed there,
     // and w·(2 − u·w) at scale 3f (|·| < 2^50) is truncated once by 2f.
     let two = p.public_term(super::fixed::encode(2.0, 2 * f));
-    for _ in 0..3 {
+    for _ in 0..2 {
         let t = mul_raw(p, &u, &w)?;
         let e = Share { ring: t.ring.neg().add_scalar(two), frac: 2 * f };
         let we = mul_raw(p, &w, &e)?;
@@ -99,26 +100,28 @@ fn normalise(p: &mut Party, x: &Share, factor: impl Fn(u32) -> u64) -> Result<(S
 /// 1/√x for shared positive x, by the same normalisation: x = u·2^(k−f), u ∈ [1, 2), so
 /// 1/√x = (1/√u)·2^(−(k−f)/2), the second factor a public constant per leading-bit position.
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
-/// relative error ≤ 2.7%), then three Newton steps y ← y(3 − u·y²)/2 (2.7% → 1.1e−3 → 1.8e−6
-/// → 5e−12). 16 + 1 + 15 + 2 = 34 rounds.
+/// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 1.8e−6,
+/// below the output resolution at 16 fractional bits). 16 + 1 + 8 + 2 = 27 rounds.
 pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    rsqrt_scaled(p, x, 1.0)
+}
+
+/// c/√x for a public c > 0 (folded into the per-leading-bit constants: no extra round).
+pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let f = x.frac;
-    let (u, d) = normalise(p, x, |k| super::fixed::encode(2f64.powf(-(k as f64 - f as f64) / 2.0), f))?;
+    let (u, d) = normalise(p, x, |k| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f))?;
     let slope = super::fixed::encode(0.2929, f);
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let y0 = p.public_term(super::fixed::encode(1.2740, f));
     let mut y = Share { ring: su.ring.neg().add_scalar(y0), frac: f };
-    // Each step in 5 rounds: y² and u·y² stay untruncated (scales 2f, 3f; |u·y²| < 2^50), one
-    // truncation by 2f brings 3 − u·y² to scale f.
-    let three3 = p.public_term(super::fixed::encode(3.0, 3 * f));
-    for _ in 0..3 {
-        let y2 = super::protocol::square_raw(p, &y)?;
-        let uy2 = mul_raw(p, &u, &y2)?;
-        let t3 = Share { ring: uy2.ring.neg().add_scalar(three3), frac: 3 * f };
-        let t = truncate(p, &t3, 2 * f)?;
-        let yt = mul_raw(p, &y, &t)?;
-        // ·½ folded into the truncation.
-        y = truncate(p, &yt, f + 1)?;
+    // Each step in 4 rounds: y² and u·y in one batched product and one batched truncation,
+    // then u·y·y² untruncated (scale 2f), 3y − u·y³ formed there and halved by the truncation.
+    for _ in 0..2 {
+        let raw = mul_many_raw(p, &[(&y, &y), (&u, &y)])?;
+        let tr = truncate_many(p, &raw, f)?;
+        let uy3 = mul_raw(p, &tr[1], &tr[0])?;
+        let three_y = y.ring.scale(3u64 << f);
+        y = truncate(p, &Share { ring: three_y.sub(&uy3.ring), frac: 2 * f }, f + 1)?;
         y.frac = f;
     }
     let r = mul_raw(p, &y, &d)?;
@@ -147,18 +150,31 @@ fn normalise_rows(p: &mut Party, q: &Share) -> Result<Share, ChannelError> {
 }
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
-/// private inference has no padding keys). 35 rounds: square 2, reciprocal 31, product 2.
+/// private inference has no padding keys). 29 rounds: square 2, reciprocal 25, product 2.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
     normalise_rows(p, &q)
 }
 
-/// MPCFormer's 2ReLU over the last axis: relu(s) / Σ relu(s). Its ε = 1e-12 is below the
-/// fixed-point resolution, so a row with no positive score gives zeros instead of 1/L.
+/// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
+/// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
+/// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
+/// With inv = 1/(Σ relu + ε) the numerator's ε/L·inv is inv_ring/L at scale 2f, added to the
+/// product at 24 extra bits and removed by its single truncation. 35 rounds (relu 8, 25, 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
+    let f = s.frac;
     let r = super::compare::relu(p, s)?;
-    normalise_rows(p, &r)
+    let l = *s.ring.shape.last().expect("rank ≥ 1");
+    let sums = row_sums(&r);
+    let eps = p.public_term(1);
+    let inv = reciprocal(p, &Share { ring: sums.ring.add_scalar(eps), frac: f })?;
+    let invb = broadcast_rows(&inv, &r.ring.shape);
+    let q = mul_raw(p, &r, &invb)?;
+    const EXTRA: u32 = 24;
+    let k = ((1u64 << EXTRA) as f64 / l as f64).round() as u64;
+    let z = q.ring.scale(1u64 << EXTRA).add(&invb.ring.scale(k));
+    truncate(p, &Share { ring: z, frac: 2 * f + EXTRA }, f + EXTRA)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,8 +297,8 @@ pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 8·⌈log₂ L⌉ + 22 + 28 + 2
-/// (L = 128: 108). Unpadded rows (batch-1 private inference).
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 8·⌈log₂ L⌉ + 22 + 25 + 2
+/// (L = 128: 105). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
