@@ -35,9 +35,12 @@ pub enum Request {
     /// Bit-injection material: a daBit t (arithmetic and XOR), a uniform a, and c = a·t
     /// (`compare::bit_mul_many`: [b·x] for an XOR-shared bit b in one round).
     BitMul { n: usize },
+    /// A fresh embedding seed kᵢ per party (two words from its stream, no message); the dealer
+    /// keeps both for the next `EmbedMask`. The seeds go to the client, who sends X − A.
+    EmbedSeed,
     /// Client-masked embedding lookup against the registered table mask `id` (B [V,H]) for `m`
-    /// tokens: each party draws a fresh seed kᵢ from its stream, Aᵢ = PRG(kᵢ) [m,V],
-    /// A = A₀ + A₁, and the dealer shares C = A·B. The seeds go to the client, who sends X − A.
+    /// tokens, with Aᵢ = PRG(kᵢ) [m,V] from the last `EmbedSeed`, A = A₀ + A₁: the dealer shares
+    /// C = A·B.
     EmbedMask { id: u64, m: usize },
 }
 
@@ -55,6 +58,7 @@ impl Request {
             Request::DaBit { n } => (8, n as u64, 0, 0),
             Request::BitMul { n } => (9, n as u64, 0, 0),
             Request::EmbedMask { id, m } => (10, id, m as u64, 0),
+            Request::EmbedSeed => (11, 0, 0, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -72,6 +76,7 @@ impl Request {
             8 => Request::DaBit { n: v[1] as usize },
             9 => Request::BitMul { n: v[1] as usize },
             10 => Request::EmbedMask { id: v[1], m: v[2] as usize },
+            11 => Request::EmbedSeed,
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -83,7 +88,7 @@ impl Request {
             Request::MatMul { m, n, .. } => m * n,
             Request::Trunc { n, .. } | Request::BitMul { n } => 2 * n,
             Request::EmbedMask { id, m } => m * weight_cols(id),
-            Request::WeightMask { .. } => 0,
+            Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
     }
@@ -113,6 +118,8 @@ pub struct Dealer {
     prg1: Prg,
     /// Registered weight masks B (the dealer alone knows them in the clear).
     masks: std::collections::HashMap<u64, RingTensor>,
+    /// Both parties' seeds of the current embedding lookup.
+    embed_seeds: (Vec<u64>, Vec<u64>),
     pub bytes_sent: u64,
     pub requests: u64,
 }
@@ -125,6 +132,7 @@ impl Dealer {
             prg0: Prg::new(s0, STREAM_PREPROCESSING),
             prg1: Prg::new(s1, STREAM_PREPROCESSING),
             masks: std::collections::HashMap::new(),
+            embed_seeds: (vec![0; 2], vec![0; 2]),
             bytes_sent: 0,
             requests: 0,
         };
@@ -201,14 +209,17 @@ impl Dealer {
                 out.extend((0..n).map(|i| a0.data[i].wrapping_add(a1.data[i]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
                 out
             }
+            Request::EmbedSeed => {
+                self.embed_seeds = (self.prg0.ring(&[2]).data, self.prg1.ring(&[2]).data);
+                vec![]
+            }
             Request::EmbedMask { id, m } => {
-                let (k0, k1) = (self.prg0.ring(&[2]), self.prg1.ring(&[2]));
                 let Some(b) = self.masks.get(&id) else {
                     return vec![];
                 };
                 let (v, h) = (b.shape[0], b.shape[1]);
                 let c0 = self.prg0.ring(&[m, h]);
-                let a = embed_mask(&k0.data, m, v).add(&embed_mask(&k1.data, m, v));
+                let a = embed_mask(&self.embed_seeds.0, m, v).add(&embed_mask(&self.embed_seeds.1, m, v));
                 RingTensor::new(&[m, h], matmul_u64(&a.data, &b.data, m, v, h)).sub(&c0).data
             }
         }
@@ -350,14 +361,15 @@ impl DealerLink {
                     Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c: RingTensor::new(&[n], corr[n..].to_vec()) }
                 }
             }
-            // (Aᵢ [m,V], the seed kᵢ as two words, Cᵢ [m,H])
+            // (∅, the seed kᵢ as two words, ∅)
+            Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },
+            // (∅, ∅, Cᵢ [m,H]); the caller expands Aᵢ from its seed.
             Request::EmbedMask { id, m } => {
-                let k = prg.ring(&[2]);
-                let &(v, h) = cols.get(&id).ok_or_else(|| {
+                let &(_, h) = cols.get(&id).ok_or_else(|| {
                     ChannelError::Malformed(format!("embedding mask {id} was never registered"))
                 })?;
                 let c = if p0 { prg.ring(&[m, h]) } else { RingTensor::new(&[m, h], corr.unwrap_or_default()) };
-                Material { a: embed_mask(&k.data, m, v), b: k, c }
+                Material { a: empty(), b: empty(), c }
             }
         })
     }

@@ -199,8 +199,14 @@ pub fn run_private(
         .rows
         .into_iter()
         .zip(o1.rows)
-        .map(|((mut r, prep0), (_, prep1))| {
+        .map(|((mut r, prep0), (r1, prep1))| {
             r.offline_seconds = prep0.max(prep1);
+            // Per class, the party that waited longer for preprocessing sets the offline part.
+            for (k, v) in r.breakdown.iter_mut() {
+                if let Some(o) = r1.breakdown.get(k) {
+                    v.offline_seconds = v.offline_seconds.max(o.offline_seconds);
+                }
+            }
             r
         })
         .collect();

@@ -119,10 +119,13 @@ impl PrivateBert {
             return Err(PrivateModelError::TooLong { what: "token type id", got: t as usize, max: self.type_vocab - 1 });
         }
         p.set_class(LayerClass::Embedding);
+        // The seed first: the client can build X − A while the dealer computes A·B.
+        let seed = p.preprocessing(Request::EmbedSeed)?.b;
+        p.client_send(&seed.data, false)?;
         let mat = p.preprocessing(Request::EmbedMask { id: self.word.id(), m })?;
-        p.client_send(&mat.b.data, false)?;
+        let a = embed_mask(&seed.data, m, self.vocab);
         let xa = RingTensor::new(&[m, self.vocab], p.client_recv(m * self.vocab)?);
-        let words = embed_product(p, &self.word, &xa, &mat.a, &mat.c);
+        let words = embed_product(p, &self.word, &xa, &a, &mat.c);
         let h = self.hidden;
         let mut e = words.ring.data;
         for (r, &t) in type_ids.iter().enumerate() {
