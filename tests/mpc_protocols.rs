@@ -464,8 +464,8 @@ fn private_exp_over_its_whole_domain() {
     for (i, &x) in xs.iter().enumerate() {
         let xq = decode(encode(x, F), F);
         let want = xq.exp();
-        // Polynomial error ≤ 6e−6 plus the output ulp.
-        assert!((got[i] - want).abs() <= 6e-6 + 2f64.powi(-(F as i32)), "exp({xq}) = {} vs {want}", got[i]);
+        // Polynomial error ≤ 6e−6 plus at most 1.3 ulp from the truncations.
+        assert!((got[i] - want).abs() <= 6e-6 + 1.3 * 2f64.powi(-(F as i32)), "exp({xq}) = {} vs {want}", got[i]);
         assert!(got[i] >= 0.0);
     }
     assert_eq!(rounds, 22);

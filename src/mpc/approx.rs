@@ -236,8 +236,8 @@ const EXP_HALVINGS: u32 = 5;
 ///    straight back to x's scale.
 ///
 /// Error: relative t⁴/24·2^k from the polynomial, i.e. absolute ≤ e^x·x⁴/(24·2^15) ≤ 6e−6 over
-/// [−16, 0] (largest near x = −4), below one ulp at 16 fractional bits; plus ±1 ulp of the final
-/// truncation. For x < −16 the result is e^−16.5 ≈ 7e−8, i.e. 0 after encoding.
+/// [−16, 0] (largest near x = −4), below one ulp at 16 fractional bits; plus up to 1.3 ulp from
+/// the truncations (the last one dominates). For x < −16 the result is e^−16.5 ≈ 7e−8, i.e. 0 after encoding.
 pub fn exp_neg(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
     assert!(f + EXP_HALVINGS <= EXP_SCALE, "exp: scale {f} too large");

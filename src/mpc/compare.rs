@@ -86,10 +86,88 @@ pub fn and_words(p: &mut Party, x: &RingTensor, y: &RingTensor) -> Result<RingTe
     Ok(and_many(p, &[(x, y)])?.remove(0))
 }
 
-/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂.
+/// Bits 0, 2, 4, … of x moved to bits 0, 1, 2, … (the rest cleared).
+fn compress_even(mut x: u64) -> u64 {
+    x &= 0x5555_5555_5555_5555;
+    x = (x | (x >> 1)) & 0x3333_3333_3333_3333;
+    x = (x | (x >> 2)) & 0x0f0f_0f0f_0f0f_0f0f;
+    x = (x | (x >> 4)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x >> 8)) & 0x0000_ffff_0000_ffff;
+    (x | (x >> 16)) & 0x0000_0000_ffff_ffff
+}
+
+/// n values of w bits each (w divides 64) packed densely into words, and back.
+fn pack(vals: &[u64], w: u32) -> Vec<u64> {
+    let per = (64 / w) as usize;
+    vals.chunks(per).map(|c| c.iter().enumerate().fold(0u64, |a, (i, &v)| a | (v << (i as u32 * w)))).collect()
+}
+
+fn unpack(words: &[u64], n: usize, w: u32) -> Vec<u64> {
+    let per = (64 / w) as usize;
+    let mask = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
+    (0..n).map(|i| (words[i / per] >> ((i % per) as u32 * w)) & mask).collect()
+}
+
+/// AND of XOR-shared w-bit values, several pairs in one round, packed 64/w values per word.
+fn and_packed(p: &mut Party, pairs: &[(&[u64], &[u64])], w: u32) -> Result<Vec<Vec<u64>>, ChannelError> {
+    let packed: Vec<(RingTensor, RingTensor)> = pairs
+        .iter()
+        .map(|(x, y)| {
+            let (a, b) = (pack(x, w), pack(y, w));
+            (RingTensor::new(&[a.len()], a), RingTensor::new(&[b.len()], b))
+        })
+        .collect();
+    let refs: Vec<(&RingTensor, &RingTensor)> = packed.iter().map(|(a, b)| (a, b)).collect();
+    let out = and_many(p, &refs)?;
+    Ok(out.iter().zip(pairs).map(|(o, (x, _))| unpack(&o.data, x.len(), w)).collect())
+}
+
+/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂, 7 rounds.
+///
+/// Only the carry into bit 63 is needed, so instead of all 64 prefix carries (`carries`, 768 AND
+/// gates per element) a tree of (generate, propagate) groups halves the width at each of its six
+/// levels — G = G_hi ⊕ P_hi·G_lo, P = P_hi·P_lo, the top level without P — 125 AND gates per
+/// element, with the level's bits packed densely into the opened words: about 5 words per
+/// element and comparison instead of 25. Position 63 is the identity group (G = 0, P = 1), so
+/// the root is the carry out of bits 0…62.
 pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
-    let (prop, g) = carries(p, x)?;
-    Ok(prop.zip_words(&g, |q, g| ((q >> 63) ^ (g >> 62)) & 1))
+    let n = x.ring.len();
+    let shape = x.ring.shape.clone();
+    let eda = p.preprocessing(Request::EdaBit { n })?;
+    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&shape, eda.a.data))])?.remove(0);
+    let p0 = p.id == 0;
+    let top = 1u64 << 63;
+    let mut prop63 = Vec::with_capacity(n);
+    let mut g = Vec::with_capacity(n);
+    let mut pp = Vec::with_capacity(n);
+    for i in 0..n {
+        let nr = if p0 { !eda.b.data[i] } else { eda.b.data[i] };
+        let prop = if p0 { nr ^ c.data[i] } else { nr };
+        let gen = nr & c.data[i];
+        prop63.push(prop >> 63);
+        // Carry-in 1 at bit 0 (as in `carries`), identity group at bit 63.
+        g.push((gen ^ (prop & 1)) & !top);
+        pp.push((prop & !1 & !top) | if p0 { top } else { 0 });
+    }
+    let mut w = 64u32;
+    while w > 1 {
+        let h = w / 2;
+        let split = |v: &[u64]| -> (Vec<u64>, Vec<u64>) {
+            (v.iter().map(|&x| compress_even(x >> 1)).collect(), v.iter().map(|&x| compress_even(x)).collect())
+        };
+        let (ghi, glo) = split(&g);
+        let (phi, plo) = split(&pp);
+        if h == 1 {
+            let t = and_packed(p, &[(&phi, &glo)], h)?;
+            g = ghi.iter().zip(&t[0]).map(|(a, b)| a ^ b).collect();
+        } else {
+            let t = and_packed(p, &[(&phi, &glo), (&phi, &plo)], h)?;
+            g = ghi.iter().zip(&t[0]).map(|(a, b)| a ^ b).collect();
+            pp = t[1].clone();
+        }
+        w = h;
+    }
+    Ok(RingTensor::new(&shape, (0..n).map(|i| (prop63[i] ^ g[i]) & 1).collect()))
 }
 
 /// Arithmetic-to-binary conversion: XOR shares of all 64 bits of x (7 rounds).
