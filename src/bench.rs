@@ -331,3 +331,179 @@ pub fn distill_throughput(model: &Path, mrpc: &Path, batch_size: usize, steps: u
         threads: rayon::current_num_threads(),
     })
 }
+
+/// One scope of a private-model measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScopeStats {
+    /// Wall time minus the time spent obtaining preprocessing (P0's view).
+    pub online_seconds: f64,
+    /// Time spent obtaining preprocessing (the larger of the two parties), dealer work included.
+    pub offline_seconds: f64,
+    pub rounds: u64,
+    pub bytes_per_party: u64,
+    pub client_bytes_per_party: u64,
+    pub network: std::collections::BTreeMap<String, crate::mpc::eval::NetworkEstimate>,
+}
+
+/// A random-weight BertForSequenceClassification under MPC (one inference, batch 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct PrivateModelBench {
+    pub config: String,
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub vocab: usize,
+    pub seq_len: usize,
+    pub variant: String,
+    /// Weight preparation (W − B openings), once per model; not in the scopes.
+    pub prepare_seconds: f64,
+    /// Embeddings (client-masked one-hot), encoder, pooler, classifier.
+    pub full: ScopeStats,
+    /// Encoder + pooler + classifier with the embedding output given (CrypTen's benchmark scope).
+    pub without_embedding: ScopeStats,
+    pub dealer_bytes: u64,
+    pub breakdown: std::collections::BTreeMap<String, crate::mpc::party::ClassStats>,
+    pub max_abs_logit_diff_vs_plaintext: f64,
+}
+
+/// (layers, hidden, heads) of the named benchmark shapes.
+pub fn preset(name: &str) -> Option<(usize, usize, usize)> {
+    match name {
+        "tiny" => Some((2, 128, 2)),
+        "mini" => Some((4, 256, 4)),
+        "small" => Some((4, 512, 8)),
+        "base" => Some((12, 768, 12)),
+        _ => None,
+    }
+}
+
+fn scope(
+    rounds: u64,
+    bytes: u64,
+    client: u64,
+    online: f64,
+    offline: f64,
+    dealer_bytes: u64,
+) -> ScopeStats {
+    let network = crate::mpc::eval::PROFILES
+        .iter()
+        .map(|pr| {
+            let e = crate::mpc::eval::estimate(pr, online, rounds as f64, (bytes + client) as f64, offline, dealer_bytes as f64);
+            (pr.name.to_string(), e)
+        })
+        .collect();
+    ScopeStats { online_seconds: online, offline_seconds: offline, rounds, bytes_per_party: bytes, client_bytes_per_party: client, network }
+}
+
+/// Run a random-weight model of the given shape and variant under MPC (in-process) on `seq_len`
+/// pseudo-random token ids, and compare its logits with the plaintext model's.
+#[allow(clippy::too_many_arguments)]
+pub fn private_model(
+    config: &str,
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    vocab: usize,
+    seq_len: usize,
+    act: crate::model::HiddenAct,
+    sm: crate::model::SoftmaxAct,
+    frac: u32,
+) -> anyhow::Result<PrivateModelBench> {
+    use crate::model::bert::ModelInput;
+    use crate::mpc::eval::{run_private, PrivateRow};
+    use crate::mpc::party::LayerClass;
+    let dev = Device::Cpu;
+    let mut cfg = crate::model::BertConfig::tiny(layers, hidden, heads, vocab);
+    cfg.hidden_act = act;
+    cfg.softmax_act = sm;
+    cfg.max_position_embeddings = cfg.max_position_embeddings.max(seq_len);
+    let md = ModelDir::random(cfg, 2, 5, &dev)?;
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let ids: Vec<u32> = (0..seq_len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % vocab as u64) as u32
+        })
+        .collect();
+    let input = ModelInput {
+        input_ids: candle_core::Tensor::from_vec(ids.clone(), (1, seq_len), &dev)?,
+        token_type_ids: candle_core::Tensor::zeros((1, seq_len), candle_core::DType::U32, &dev)?,
+        attention_mask: candle_core::Tensor::ones((1, seq_len), candle_core::DType::F32, &dev)?,
+    };
+    let want: Vec<f32> = md.model.forward(&input, &mut Mode::Eval)?.logits.flatten_all()?.to_vec1()?;
+    let rows = vec![PrivateRow { ids, type_ids: vec![0; seq_len] }];
+    let run = run_private(&md, &rows, frac, std::sync::Arc::new(|| {}))?;
+    let diff = run.logits[0].iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    let r = &run.rows[0];
+    let emb = r.breakdown.get(&LayerClass::Embedding).cloned().unwrap_or_default();
+    let online = r.seconds - r.offline_seconds;
+    let full = scope(r.rounds, r.bytes_per_party, r.client_bytes_per_party, online, r.offline_seconds, run.dealer.bytes_sent);
+    let without = scope(
+        r.rounds - emb.rounds,
+        r.bytes_per_party - emb.bytes_sent,
+        r.client_bytes_per_party - emb.client_bytes,
+        (online - (emb.seconds - emb.offline_seconds)).max(0.0),
+        (r.offline_seconds - emb.offline_seconds).max(0.0),
+        run.dealer.bytes_sent.saturating_sub((seq_len * hidden * 8) as u64),
+    );
+    Ok(PrivateModelBench {
+        config: config.to_string(),
+        layers,
+        hidden,
+        heads,
+        vocab,
+        seq_len,
+        variant: format!("{}+{}", act.name(), sm.name()),
+        prepare_seconds: run.prepare_seconds,
+        full,
+        without_embedding: without,
+        dealer_bytes: run.dealer.bytes_sent,
+        breakdown: r.breakdown.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect(),
+        max_abs_logit_diff_vs_plaintext: diff,
+    })
+}
+
+/// The markdown table of a benchmark matrix.
+pub fn private_markdown(rows: &[PrivateModelBench]) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    let mut s = String::from(
+        "| config | seq | variant | scope | online s | offline s | rounds | MB/party (to peer) | MB/party (client) | dealer MB | LAN s | WAN s | max logit diff |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        for (name, sc) in [("full", &r.full), ("no-embedding", &r.without_embedding)] {
+            s += &format!(
+                "| {} {}L/{} | {} | {} | {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1e} |\n",
+                r.config,
+                r.layers,
+                r.hidden,
+                r.seq_len,
+                r.variant,
+                name,
+                sc.online_seconds,
+                sc.offline_seconds,
+                sc.rounds,
+                mb(sc.bytes_per_party),
+                mb(sc.client_bytes_per_party),
+                mb(r.dealer_bytes),
+                sc.network["lan"].online_seconds,
+                sc.network["wan"].online_seconds,
+                r.max_abs_logit_diff_vs_plaintext
+            );
+        }
+    }
+    s += "\nPer layer class (full scope; rounds / MB per party to the peer / MB client / seconds):\n\n";
+    s += "| config | seq | variant | embedding | linear | attention | softmax | activation | layernorm | pooler | classifier |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        s += &format!("| {} | {} | {} |", r.config, r.seq_len, r.variant);
+        for c in ["embedding", "linear", "attention", "softmax", "activation", "layernorm", "pooler", "classifier"] {
+            match r.breakdown.get(c) {
+                Some(v) => s += &format!(" {} / {:.1} / {:.1} / {:.2} |", v.rounds, mb(v.bytes_sent), mb(v.client_bytes), v.seconds),
+                None => s += " – |",
+            }
+        }
+        s.push('\n');
+    }
+    s
+}

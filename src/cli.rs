@@ -22,8 +22,9 @@ pub enum Command {
     Train(TrainCmd),
     /// Task metrics of a model in plaintext.
     Eval(EvalCmd),
-    /// Task metrics under 2-party MPC (not yet available).
-    PrivateEval(PlaceholderCmd),
+    /// Task metrics under 2-party MPC (in-process parties, dealer and client), with agreement
+    /// against the plaintext model, communication and estimated LAN/WAN time.
+    PrivateEval(PrivateEvalCmd),
     /// Throughput benchmarks.
     Bench(BenchCmd),
 }
@@ -132,6 +133,43 @@ pub struct EvalCmd {
 }
 
 #[derive(Debug, Args)]
+pub struct PrivateEvalCmd {
+    /// Model directory (HF format, any hidden_act/softmax_act) or hub id.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub task: String,
+    /// The task's data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Keep the first N rows of the split, in file order.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    /// Batch size of the plaintext reference pass (private inference runs one row at a time).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Write per-row predictions of the private model (CSV, same layout as `kd eval`).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Write the metrics JSON (`kd eval`'s fields plus "mpc").
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Results table to append a row to.
+    #[arg(long, default_value = "eval/results.csv")]
+    pub results: PathBuf,
+    /// Do not append to the results table.
+    #[arg(long)]
+    pub no_results: bool,
+    /// Fixed-point fractional bits (8..=20).
+    #[arg(long, default_value_t = 16)]
+    pub frac_bits: u32,
+}
+
+#[derive(Debug, Args)]
 pub struct PlaceholderCmd {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
@@ -176,24 +214,38 @@ pub struct BenchDistillCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchPrivateCmd {
+    /// Named shapes, comma-separated: tiny (2L/128), mini (4L/256), small (4L/512), base (12L/768).
+    /// Without it, one model of --layers/--hidden/--heads.
+    #[arg(long, value_delimiter = ',')]
+    pub preset: Vec<String>,
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
-    #[arg(long, default_value_t = 128)]
-    pub seq_len: usize,
-    /// FFN activation: quad or relu.
+    /// Sequence lengths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub seq_len: Vec<usize>,
+    #[arg(long, default_value_t = 30522)]
+    pub vocab: usize,
+    /// Variants ACT+SOFTMAX, comma-separated (e.g. gelu+softmax,quad+2quad); default --act/--softmax.
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<String>,
+    /// FFN activation: gelu, gelu_new, relu or quad.
     #[arg(long, default_value = "quad")]
     pub act: String,
-    /// Attention normalisation: 2quad or 2relu.
+    /// Attention normalisation: softmax, 2quad or 2relu.
     #[arg(long, default_value = "2quad")]
     pub softmax: String,
     #[arg(long, default_value_t = 16)]
     pub frac_bits: u32,
+    /// Write the results JSON.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write the markdown table (next to --out, same stem, .md).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Debug, Args)]

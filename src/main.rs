@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::Parser;
 
-use mpcformer::cli::{BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd, TrainCmd};
+use mpcformer::cli::{
+    BenchPrivateCmd, BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd, PrivateEvalCmd, TrainCmd,
+};
 use mpcformer::data::batch::TextEncoder;
 use mpcformer::data::{load_split, Task};
 use mpcformer::eval::{append_results, predict, predictions_csv, score, EvalReport};
@@ -68,17 +70,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{json}");
                 Ok(())
             }
-            BenchWhat::Private(c) => {
-                let act = c.act.parse().map_err(anyhow::Error::msg)?;
-                let sm = c.softmax.parse().map_err(anyhow::Error::msg)?;
-                let r = mpcformer::bench::private_encoder(c.layers, c.hidden, c.heads, c.seq_len, act, sm, c.frac_bits)?;
-                let json = serde_json::to_string_pretty(&r)?;
-                if let Some(p) = &c.out {
-                    write_file_atomic(p, json.as_bytes())?;
-                }
-                println!("{json}");
-                Ok(())
-            }
+            BenchWhat::Private(c) => cmd_bench_private(c),
             BenchWhat::Gemm(c) => {
                 let shapes = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (512, 768, 768), (128, 256, 256)];
                 let r = mpcformer::bench::ring_gemm(&shapes, c.repeats);
@@ -91,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
         Command::Train(c) => cmd_train(c),
-        Command::PrivateEval(_) => bail!("`kd private-eval` (MPC evaluation) is not yet available in this version"),
+        Command::PrivateEval(c) => cmd_private_eval(c),
     }
 }
 
@@ -233,5 +225,122 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
         write_file_atomic(Path::new(p), json.as_bytes())?;
     }
     println!("{json}");
+    Ok(())
+}
+
+/// `kd private-eval`: the plaintext pass and the private pass on the same rows.
+fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
+    use mpcformer::mpc::eval::{report, run_private, PrivateRow};
+    let task = parse_task(&c.task)?;
+    let dir = resolve_model(&c.model)?;
+    if !c.data.is_dir() {
+        bail!("data directory {} does not exist", c.data.display());
+    }
+    let md = ModelDir::load(&dir, None, 0, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))?;
+    let (want, have) = (task.num_labels(), md.model.num_labels);
+    if have != want || md.config.is_regression() != task.is_regression() {
+        bail!("{}: model head has {have} output(s), task {} needs {want}", dir.join("config.json").display(), task.name());
+    }
+    let enc = TextEncoder::load(&dir, c.max_seq_len, md.config.vocab_size)?;
+    let data = enc.encode(&load_split(task, &c.data, &c.split, c.limit)?)?;
+    let t = Instant::now();
+    let plain = predict(&md.model, &data, c.batch_size, &Device::Cpu, |_| {})?;
+    let plain_secs = t.elapsed().as_secs_f64();
+    let rows: Vec<PrivateRow> =
+        data.iter().map(|e| PrivateRow { ids: e.ids.clone(), type_ids: e.type_ids.clone() }).collect();
+    let pb = indicatif::ProgressBar::new(rows.len() as u64);
+    let pb2 = pb.clone();
+    let t = Instant::now();
+    let run = run_private(&md, &rows, c.frac_bits, std::sync::Arc::new(move || pb2.inc(1)))
+        .with_context(|| format!("private inference of {}", dir.display()))?;
+    pb.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    let private_rows: Vec<mpcformer::eval::PredRow> = data
+        .iter()
+        .zip(&run.logits)
+        .map(|(e, l)| mpcformer::eval::PredRow {
+            index: e.index,
+            label: e.label,
+            logits: l.iter().map(|&v| v as f32).collect(),
+        })
+        .collect();
+    if let Some(p) = &c.predictions {
+        write_file_atomic(p, predictions_csv(&private_rows, task.is_regression()).as_bytes())?;
+    }
+    let plain_logits: Vec<Vec<f32>> = plain.iter().map(|r| r.logits.clone()).collect();
+    let mpc = report(&run, &plain_logits, task.is_regression(), c.frac_bits, plain_secs);
+    let base = EvalReport {
+        task: task.name().into(),
+        split: c.split.clone(),
+        examples: private_rows.len(),
+        metrics: score(task, &private_rows).unwrap_or_default(),
+        model: dir.display().to_string(),
+        max_seq_len: c.max_seq_len,
+        seconds: secs,
+        examples_per_second: private_rows.len() as f64 / secs.max(1e-9),
+    };
+    let mut json = serde_json::to_value(&base)?;
+    json["mpc"] = serde_json::to_value(&mpc)?;
+    json["plaintext_metrics"] = serde_json::to_value(score(task, &plain).unwrap_or_default())?;
+    let text = serde_json::to_string_pretty(&json)?;
+    if let Some(p) = &c.output {
+        write_file_atomic(p, text.as_bytes())?;
+    }
+    if !c.no_results {
+        append_results(&c.results, &base, "private").with_context(|| format!("appending to {}", c.results.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// `kd bench private`: a matrix of shapes × sequence lengths × variants, written after each run.
+fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
+    use mpcformer::model::{HiddenAct, SoftmaxAct};
+    let shapes: Vec<(String, (usize, usize, usize))> = if c.preset.is_empty() {
+        vec![("custom".into(), (c.layers, c.hidden, c.heads))]
+    } else {
+        c.preset
+            .iter()
+            .map(|n| mpcformer::bench::preset(n).map(|s| (n.clone(), s)).ok_or_else(|| anyhow::anyhow!("unknown preset '{n}' (tiny, mini, small, base)")))
+            .collect::<Result<_>>()?
+    };
+    let variants: Vec<(HiddenAct, SoftmaxAct)> = if c.variants.is_empty() {
+        vec![(c.act.parse().map_err(anyhow::Error::msg)?, c.softmax.parse().map_err(anyhow::Error::msg)?)]
+    } else {
+        c.variants
+            .iter()
+            .map(|v| {
+                let (a, s) = v.split_once('+').ok_or_else(|| anyhow::anyhow!("variant '{v}' is not ACT+SOFTMAX"))?;
+                Ok((a.parse().map_err(anyhow::Error::msg)?, s.parse().map_err(anyhow::Error::msg)?))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut all = Vec::new();
+    for (name, (layers, hidden, heads)) in &shapes {
+        for &seq in &c.seq_len {
+            for &(act, sm) in &variants {
+                let r = mpcformer::bench::private_model(name, *layers, *hidden, *heads, c.vocab, seq, act, sm, c.frac_bits)
+                    .with_context(|| format!("{name} seq {seq} {}+{}", act.name(), sm.name()))?;
+                eprintln!(
+                    "{name} seq {seq} {}: online {:.2}s offline {:.2}s, {} rounds, {:.1} MB/party (+{:.1} MB client), diff {:.1e}",
+                    r.variant,
+                    r.full.online_seconds,
+                    r.full.offline_seconds,
+                    r.full.rounds,
+                    r.full.bytes_per_party as f64 / 1e6,
+                    r.full.client_bytes_per_party as f64 / 1e6,
+                    r.max_abs_logit_diff_vs_plaintext
+                );
+                all.push(r);
+                if let Some(p) = &c.out {
+                    write_file_atomic(p, serde_json::to_string_pretty(&all)?.as_bytes())?;
+                    if c.markdown {
+                        write_file_atomic(&p.with_extension("md"), mpcformer::bench::private_markdown(&all).as_bytes())?;
+                    }
+                }
+            }
+        }
+    }
+    println!("{}", mpcformer::bench::private_markdown(&all));
     Ok(())
 }

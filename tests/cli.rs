@@ -25,16 +25,6 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn unavailable_commands_fail_cleanly() {
-    let t = tempfile::tempdir().unwrap();
-    for c in ["private-eval"] {
-        let o = kd(&[c], t.path());
-        assert!(!o.status.success());
-        assert!(text(&o).contains("not yet available"), "{}", text(&o));
-    }
-}
-
-#[test]
 fn bad_inputs_name_the_problem() {
     let t = tempfile::tempdir().unwrap();
     let sst2 = common::glue("SST-2");

@@ -1,7 +1,8 @@
 //! Private BERT encoder layer, mirroring `model/bert.rs` (`BertLayer`) step for step:
-//! Q/K/V projections, per-head scores, attention normalisation (2Quad, 2ReLU), context,
-//! output projection + residual + LayerNorm, FFN with Quad/ReLU, projection + residual +
-//! LayerNorm. Batch 1 without padding (private inference sends exactly the client's tokens).
+//! Q/K/V projections, per-head scores, attention normalisation (softmax, 2Quad, 2ReLU), context,
+//! output projection + residual + LayerNorm, FFN with GeLU (erf or tanh form), Quad or ReLU,
+//! projection + residual + LayerNorm. Batch 1 without padding (private inference sends exactly
+//! the client's tokens). The whole model (embeddings, pooler, classifier) is in `mpc::model`.
 //!
 //! Weights arrive as this party's shares under HF names (see [`share_weights`]); linear weights
 //! are stored transposed ([in, out]) and prepared once (weight-mask reuse). The 1/√d score scale
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::approx::{quad, two_quad, two_relu};
+use super::approx::{gelu, quad, softmax, two_quad, two_relu, GeluForm};
 use super::channel::ChannelError;
 use super::compare::relu;
 use super::fixed::encode;
@@ -26,8 +27,14 @@ pub enum PrivateModelError {
     Channel(#[from] ChannelError),
     #[error("weight share '{0}' is missing")]
     Missing(String),
-    #[error("{act} is not supported under MPC yet")]
+    #[error("{act} is not supported under MPC")]
     Unsupported { act: String },
+    #[error("token id {id} at position {pos} is outside the vocabulary ({vocab})")]
+    TokenOutOfRange { id: u32, pos: usize, vocab: usize },
+    #[error("{what}: {got} exceeds the model's {max}")]
+    TooLong { what: &'static str, got: usize, max: usize },
+    #[error("the client failed: {0}")]
+    Client(String),
 }
 
 /// Encode a model's f32 parameters and split them into two additive shares each (the model
@@ -56,16 +63,16 @@ pub fn share_weights(
     out
 }
 
-struct PrivateLinear {
-    w: WeightShare,
-    b: Share,
+pub(crate) struct PrivateLinear {
+    pub(crate) w: WeightShare,
+    pub(crate) b: Share,
 }
 
-fn get(shares: &HashMap<String, RingTensor>, name: &str, frac: u32) -> Result<Share, PrivateModelError> {
+pub(crate) fn get(shares: &HashMap<String, RingTensor>, name: &str, frac: u32) -> Result<Share, PrivateModelError> {
     shares.get(name).map(|r| Share { ring: r.clone(), frac }).ok_or_else(|| PrivateModelError::Missing(name.into()))
 }
 
-fn linear(
+pub(crate) fn linear(
     p: &mut Party,
     shares: &HashMap<String, RingTensor>,
     prefix: &str,
@@ -76,7 +83,7 @@ fn linear(
     Ok(PrivateLinear { w: prepare_weight(p, &w, id)?, b: get(shares, &format!("{prefix}.bias"), frac)? })
 }
 
-fn add_bias(y: Share, b: &Share) -> Share {
+pub(crate) fn add_bias(y: Share, b: &Share) -> Share {
     let n = b.ring.len();
     let data = y.ring.data.iter().enumerate().map(|(i, &v)| v.wrapping_add(b.ring.data[i % n])).collect();
     Share { ring: RingTensor::new(&y.ring.shape, data), frac: y.frac }
@@ -113,12 +120,6 @@ impl PrivateLayer {
         i: usize,
         frac: u32,
     ) -> Result<Self, PrivateModelError> {
-        if cfg.hidden_act == HiddenAct::Gelu || cfg.hidden_act == HiddenAct::GeluNew {
-            return Err(PrivateModelError::Unsupported { act: cfg.hidden_act.name().into() });
-        }
-        if cfg.softmax_act == SoftmaxAct::Softmax {
-            return Err(PrivateModelError::Unsupported { act: "softmax".into() });
-        }
         let pre = format!("bert.encoder.layer.{i}");
         let id = |k: u64| (i as u64) * 16 + k;
         let l = |p: &mut Party, name: &str, k| linear(p, shares, &format!("{pre}.{name}"), id(k), frac);
@@ -173,7 +174,7 @@ impl PrivateLayer {
         let probs = match self.softmax {
             SoftmaxAct::TwoQuad => two_quad(p, &stacked, self.c)?,
             SoftmaxAct::TwoRelu => two_relu(p, &stacked)?,
-            SoftmaxAct::Softmax => return Err(PrivateModelError::Unsupported { act: "softmax".into() }),
+            SoftmaxAct::Softmax => softmax(p, &stacked)?,
         };
         p.set_class(Attention);
         let ph: Vec<Share> = (0..self.heads)
@@ -203,7 +204,8 @@ impl PrivateLayer {
         let i = match self.act {
             HiddenAct::Quad => quad(p, &i)?,
             HiddenAct::Relu => relu(p, &i)?,
-            other => return Err(PrivateModelError::Unsupported { act: other.name().into() }),
+            HiddenAct::Gelu => gelu(p, &i, GeluForm::Erf)?,
+            HiddenAct::GeluNew => gelu(p, &i, GeluForm::Tanh)?,
         };
         p.set_class(Linear);
         let o = add_bias(matmul_weights(p, &i, &[&self.out.w])?.remove(0), &self.out.b);

@@ -32,6 +32,16 @@ pub enum Request {
     AndTriple { n: usize },
     /// daBits: a random bit t as arithmetic shares and as XOR shares (bit 0).
     DaBit { n: usize },
+    /// Bit-injection material: a daBit t (arithmetic and XOR), a uniform a, and c = a·t
+    /// (`compare::bit_mul_many`: [b·x] for an XOR-shared bit b in one round).
+    BitMul { n: usize },
+    /// A fresh embedding seed kᵢ per party (two words from its stream, no message); the dealer
+    /// keeps both for the next `EmbedMask`. The seeds go to the client, who sends X − A.
+    EmbedSeed,
+    /// Client-masked embedding lookup against the registered table mask `id` (B [V,H]) for `m`
+    /// tokens, with Aᵢ = PRG(kᵢ) [m,V] from the last `EmbedSeed`, A = A₀ + A₁: the dealer shares
+    /// C = A·B.
+    EmbedMask { id: u64, m: usize },
 }
 
 impl Request {
@@ -46,6 +56,9 @@ impl Request {
             Request::EdaBit { n } => (6, n as u64, 0, 0),
             Request::AndTriple { n } => (7, n as u64, 0, 0),
             Request::DaBit { n } => (8, n as u64, 0, 0),
+            Request::BitMul { n } => (9, n as u64, 0, 0),
+            Request::EmbedMask { id, m } => (10, id, m as u64, 0),
+            Request::EmbedSeed => (11, 0, 0, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -61,6 +74,9 @@ impl Request {
             6 => Request::EdaBit { n: v[1] as usize },
             7 => Request::AndTriple { n: v[1] as usize },
             8 => Request::DaBit { n: v[1] as usize },
+            9 => Request::BitMul { n: v[1] as usize },
+            10 => Request::EmbedMask { id: v[1], m: v[2] as usize },
+            11 => Request::EmbedSeed,
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -70,8 +86,9 @@ impl Request {
             Request::Mul { n } | Request::Square { n } => n,
             Request::EdaBit { n } | Request::AndTriple { n } | Request::DaBit { n } => n,
             Request::MatMul { m, n, .. } => m * n,
-            Request::Trunc { n, .. } => 2 * n,
-            Request::WeightMask { .. } => 0,
+            Request::Trunc { n, .. } | Request::BitMul { n } => 2 * n,
+            Request::EmbedMask { id, m } => m * weight_cols(id),
+            Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
     }
@@ -79,6 +96,21 @@ impl Request {
 
 /// Purpose ids of the PRG streams.
 pub const STREAM_PREPROCESSING: u64 = 1;
+/// Stream of an embedding mask Aᵢ expanded from a per-inference seed kᵢ.
+pub const STREAM_EMBED_MASK: u64 = 2;
+
+/// The seed kᵢ carried in two ring words (as drawn from a preprocessing stream).
+pub fn seed_from_words(w: &[u64]) -> Seed {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&w[0].to_le_bytes());
+    s[8..].copy_from_slice(&w[1].to_le_bytes());
+    Seed(s)
+}
+
+/// Aᵢ = PRG(kᵢ) as an [m, v] ring tensor (party, dealer and client expand it identically).
+pub fn embed_mask(seed_words: &[u64], m: usize, v: usize) -> RingTensor {
+    Prg::new(seed_from_words(seed_words), STREAM_EMBED_MASK).ring(&[m, v])
+}
 
 /// The dealer's state: replicas of both parties' preprocessing streams.
 pub struct Dealer {
@@ -86,6 +118,8 @@ pub struct Dealer {
     prg1: Prg,
     /// Registered weight masks B (the dealer alone knows them in the clear).
     masks: std::collections::HashMap<u64, RingTensor>,
+    /// Both parties' seeds of the current embedding lookup.
+    embed_seeds: (Vec<u64>, Vec<u64>),
     pub bytes_sent: u64,
     pub requests: u64,
 }
@@ -98,6 +132,7 @@ impl Dealer {
             prg0: Prg::new(s0, STREAM_PREPROCESSING),
             prg1: Prg::new(s1, STREAM_PREPROCESSING),
             masks: std::collections::HashMap::new(),
+            embed_seeds: (vec![0; 2], vec![0; 2]),
             bytes_sent: 0,
             requests: 0,
         };
@@ -164,6 +199,28 @@ impl Dealer {
                 let (ta0, tb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]).map(|x| x & 1));
                 let tb1 = self.prg1.ring(&[n]).map(|x| x & 1);
                 (0..n).map(|i| (tb0.data[i] ^ tb1.data[i]).wrapping_sub(ta0.data[i])).collect()
+            }
+            Request::BitMul { n } => {
+                let (ta0, tb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]).map(|x| x & 1));
+                let (a0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]));
+                let (tb1, a1) = (self.prg1.ring(&[n]).map(|x| x & 1), self.prg1.ring(&[n]));
+                let t: Vec<u64> = (0..n).map(|i| tb0.data[i] ^ tb1.data[i]).collect();
+                let mut out: Vec<u64> = (0..n).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
+                out.extend((0..n).map(|i| a0.data[i].wrapping_add(a1.data[i]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
+                out
+            }
+            Request::EmbedSeed => {
+                self.embed_seeds = (self.prg0.ring(&[2]).data, self.prg1.ring(&[2]).data);
+                vec![]
+            }
+            Request::EmbedMask { id, m } => {
+                let Some(b) = self.masks.get(&id) else {
+                    return vec![];
+                };
+                let (v, h) = (b.shape[0], b.shape[1]);
+                let c0 = self.prg0.ring(&[m, h]);
+                let a = embed_mask(&self.embed_seeds.0, m, v).add(&embed_mask(&self.embed_seeds.1, m, v));
+                RingTensor::new(&[m, h], matmul_u64(&a.data, &b.data, m, v, h)).sub(&c0).data
             }
         }
     }
@@ -287,6 +344,32 @@ impl DealerLink {
                     let tb = prg.ring(&[n]).map(|x| x & 1);
                     Material { a: RingTensor::new(&[n], corr.unwrap_or_default()), b: tb, c: empty() }
                 }
+            }
+            // ([t arithmetic ; a] (2n), t as an XOR-shared bit, a·t)
+            Request::BitMul { n } => {
+                if p0 {
+                    let (ta, tb) = (prg.ring(&[n]), prg.ring(&[n]).map(|x| x & 1));
+                    let (a, c) = (prg.ring(&[n]), prg.ring(&[n]));
+                    let mut ta_a = ta.data;
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c }
+                } else {
+                    let (tb, a) = (prg.ring(&[n]).map(|x| x & 1), prg.ring(&[n]));
+                    let corr = corr.unwrap_or_default();
+                    let mut ta_a = corr[..n].to_vec();
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c: RingTensor::new(&[n], corr[n..].to_vec()) }
+                }
+            }
+            // (∅, the seed kᵢ as two words, ∅)
+            Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },
+            // (∅, ∅, Cᵢ [m,H]); the caller expands Aᵢ from its seed.
+            Request::EmbedMask { id, m } => {
+                let &(_, h) = cols.get(&id).ok_or_else(|| {
+                    ChannelError::Malformed(format!("embedding mask {id} was never registered"))
+                })?;
+                let c = if p0 { prg.ring(&[m, h]) } else { RingTensor::new(&[m, h], corr.unwrap_or_default()) };
+                Material { a: empty(), b: empty(), c }
             }
         })
     }

@@ -1,4 +1,4 @@
-//! Embedded two-party MPC executor (in progress).
+//! Embedded two-party MPC executor: private inference of the whole BertForSequenceClassification.
 //!
 //! Threat model: two computing parties P0 and P1 and a dealer, all semi-honest; the dealer only
 //! produces correlated randomness and never sees opened values; P0 and P1 do not collude with
@@ -12,7 +12,9 @@ pub mod bert;
 pub mod channel;
 pub mod compare;
 pub mod dealer;
+pub mod eval;
 pub mod fixed;
+pub mod model;
 pub mod norm;
 pub mod party;
 pub mod prg;

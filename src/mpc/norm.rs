@@ -1,12 +1,14 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 42 rounds per call.
+//! secret-shared model weights. Mirrors `model/norm.rs`. 32 rounds per call:
+//! mean 1; (x − μ)² and (x − μ)·γ in one batched product and one batched truncation (the γ
+//! product does not wait for the statistics); rsqrt 27 with the 1/H of the variance folded into
+//! its public constants (√H/√(Σ(x − μ)² + H·ε) = 1/√(σ² + ε)); the final product 2.
 
-use super::approx::rsqrt;
 use super::channel::ChannelError;
 use super::fixed::encode;
 use super::party::{Party, Share};
-use super::protocol::{mul, square, truncate};
+use super::protocol::{mul, truncate};
 use super::ring::RingTensor;
 
 /// Multiply by a public real constant (fixed-point, one truncation).
@@ -40,11 +42,14 @@ pub fn layer_norm(p: &mut Party, x: &Share, gamma: &Share, beta: &Share, eps: f6
     let f = x.frac;
     let mean = row_means(p, x)?;
     let xc = Share { ring: x.ring.sub(&per_row(&mean, h)), frac: f };
-    let sq = square(p, &xc)?;
-    let var = row_means(p, &sq)?;
-    let e = p.public_term(encode(eps, f).max(1));
-    let inv = rsqrt(p, &Share { ring: var.ring.add_scalar(e), frac: f })?;
-    let xn = mul(p, &xc, &Share { ring: per_row(&inv, h), frac: f })?;
-    let y = mul(p, &xn, &Share { ring: per_col(gamma, rows), frac: gamma.frac })?;
+    let g = Share { ring: per_col(gamma, rows), frac: gamma.frac };
+    let raw = super::approx::mul_many_raw(p, &[(&xc, &xc), (&xc, &g)])?;
+    // Σ(x − μ)² per row at scale 2f (exact), truncated together with (x − μ)·γ.
+    let ss: Vec<u64> =
+        (0..rows).map(|r| raw[0].ring.data[r * h..(r + 1) * h].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
+    let tr = super::protocol::truncate_many(p, &[Share { ring: RingTensor::new(&[rows], ss), frac: 2 * f }, raw[1].clone()], f)?;
+    let e = p.public_term(encode(eps * h as f64, f).max(1));
+    let inv = super::approx::rsqrt_scaled(p, &Share { ring: tr[0].ring.add_scalar(e), frac: f }, (h as f64).sqrt())?;
+    let y = mul(p, &tr[1], &Share { ring: per_row(&inv, h), frac: f })?;
     Ok(Share { ring: y.ring.add(&per_col(beta, rows)), frac: f })
 }

@@ -2,6 +2,7 @@
 //! other computing party, the dealer link, and communication statistics per layer class.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -19,14 +20,64 @@ pub enum LayerClass {
     Softmax,
     Activation,
     LayerNorm,
+    /// tanh(dense(h[0])).
+    Pooler,
+    /// The classifier and the reveal of the logits to the client.
+    Classifier,
     Other,
 }
 
-/// Rounds and bytes sent by one party.
+impl LayerClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerClass::Embedding => "embedding",
+            LayerClass::Linear => "linear",
+            LayerClass::Attention => "attention",
+            LayerClass::Softmax => "softmax",
+            LayerClass::Activation => "activation",
+            LayerClass::LayerNorm => "layernorm",
+            LayerClass::Pooler => "pooler",
+            LayerClass::Classifier => "classifier",
+            LayerClass::Other => "other",
+        }
+    }
+}
+
+/// Rounds and bytes of one party, per layer class.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClassStats {
+    /// Sequential message flights (party↔party exchanges, plus the client's upload and the
+    /// reveal of the logits to the client).
     pub rounds: u64,
+    /// Bytes this party sent to the other computing party.
     pub bytes_sent: u64,
+    /// Bytes between this party and the client (the masked one-hot upload, seeds, logits).
+    pub client_bytes: u64,
+    /// This party's wall time while the class was active (compute, waiting, dealer requests).
+    pub seconds: f64,
+    /// The part of `seconds` spent obtaining preprocessing material (PRG, dealer).
+    pub offline_seconds: f64,
+}
+
+impl ClassStats {
+    pub fn add(&self, o: &ClassStats) -> ClassStats {
+        ClassStats {
+            rounds: self.rounds + o.rounds,
+            bytes_sent: self.bytes_sent + o.bytes_sent,
+            client_bytes: self.client_bytes + o.client_bytes,
+            seconds: self.seconds + o.seconds,
+            offline_seconds: self.offline_seconds + o.offline_seconds,
+        }
+    }
+    pub fn sub(&self, o: &ClassStats) -> ClassStats {
+        ClassStats {
+            rounds: self.rounds - o.rounds,
+            bytes_sent: self.bytes_sent - o.bytes_sent,
+            client_bytes: self.client_bytes - o.client_bytes,
+            seconds: self.seconds - o.seconds,
+            offline_seconds: self.offline_seconds - o.offline_seconds,
+        }
+    }
 }
 
 /// A party's secret share of a fixed-point tensor. Never printed.
@@ -47,19 +98,64 @@ pub struct Party {
     pub id: usize,
     peer: Box<dyn Channel>,
     dealer: DealerLink,
+    client: Option<Box<dyn Channel>>,
     class: LayerClass,
+    class_since: Instant,
     pub stats: BTreeMap<LayerClass, ClassStats>,
+    /// Seconds spent obtaining preprocessing material (PRG expansion, waiting for the dealer).
+    pub prep_seconds: f64,
 }
 
 impl Party {
     pub fn new(id: usize, peer: Box<dyn Channel>, dealer: DealerLink) -> Self {
         assert!(id < 2, "two computing parties");
-        Self { id, peer, dealer, class: LayerClass::Other, stats: BTreeMap::new() }
+        Self {
+            id,
+            peer,
+            dealer,
+            client: None,
+            class: LayerClass::Other,
+            class_since: Instant::now(),
+            stats: BTreeMap::new(),
+            prep_seconds: 0.0,
+        }
     }
 
-    /// Attribute the following communication to `class`.
+    /// Attach the link to the client (the data owner).
+    pub fn with_client(mut self, client: Box<dyn Channel>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Attribute the following communication and time to `class`.
     pub fn set_class(&mut self, class: LayerClass) {
+        self.flush_time();
         self.class = class;
+    }
+
+    /// Book the time since the last class switch to the current class.
+    pub fn flush_time(&mut self) {
+        let now = Instant::now();
+        self.stats.entry(self.class).or_default().seconds += (now - self.class_since).as_secs_f64();
+        self.class_since = now;
+    }
+
+    /// Send to the client; `flight` counts the message as a round (on the critical path).
+    pub fn client_send(&mut self, msg: &[u64], flight: bool) -> Result<(), ChannelError> {
+        let bytes = to_bytes(msg);
+        let s = self.stats.entry(self.class).or_default();
+        s.client_bytes += bytes.len() as u64;
+        s.rounds += flight as u64;
+        self.client.as_mut().ok_or(ChannelError::Disconnected)?.send(bytes)
+    }
+
+    /// Receive `n` ring elements from the client (one flight).
+    pub fn client_recv(&mut self, n: usize) -> Result<Vec<u64>, ChannelError> {
+        let msg = self.client.as_mut().ok_or(ChannelError::Disconnected)?.recv()?;
+        let s = self.stats.entry(self.class).or_default();
+        s.client_bytes += msg.len() as u64;
+        s.rounds += 1;
+        from_bytes(&msg, n)
     }
 
     /// One round: send `mine` to the peer and receive the peer's message of equal length.
@@ -73,20 +169,34 @@ impl Party {
     }
 
     /// End the session with the dealer (it stops serving once P1's link is gone).
+    /// Close the link to the other party (messages already sent can still be read there), so a
+    /// party that stopped early never leaves its peer waiting.
+    pub fn hang_up_peer(&mut self) {
+        let (closed, _other_end) = super::channel::LocalChannel::pair();
+        self.peer = Box::new(closed);
+    }
+
+    /// Detach the client link (closing it ends the client's session).
+    pub fn take_client(&mut self) -> Option<Box<dyn Channel>> {
+        self.client.take()
+    }
+
     pub fn hang_up_dealer(&mut self) {
         self.dealer = DealerLink::Closed;
     }
 
     pub fn preprocessing(&mut self, req: Request) -> Result<Material, ChannelError> {
-        self.dealer.fetch(req)
+        let t = Instant::now();
+        let m = self.dealer.fetch(req);
+        let dt = t.elapsed().as_secs_f64();
+        self.prep_seconds += dt;
+        self.stats.entry(self.class).or_default().offline_seconds += dt;
+        m
     }
 
     /// Total rounds and bytes over all classes.
     pub fn totals(&self) -> ClassStats {
-        self.stats.values().fold(ClassStats::default(), |a, s| ClassStats {
-            rounds: a.rounds + s.rounds,
-            bytes_sent: a.bytes_sent + s.bytes_sent,
-        })
+        self.stats.values().fold(ClassStats::default(), |a, s| a.add(s))
     }
 
     /// A public constant enters the sum once: P0 adds it.

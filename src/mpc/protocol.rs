@@ -272,3 +272,27 @@ pub fn matmul_many_raw(p: &mut Party, pairs: &[(&Share, &Share)]) -> Result<Vec<
         })
         .collect())
 }
+
+/// This party's share of X·E for a client-masked public X − A [m, V] (no party-to-party
+/// communication; see `mpc::model`), given its Aᵢ [m, V] and Cᵢ = [A·B]ᵢ [m, H] from the dealer:
+/// X·E = (X − A)(E − B) + (X − A)·[B] + [A]·(E − B) + [A·B]. X is an integer (scale 0) matrix,
+/// so the result has E's scale and needs no truncation.
+pub fn embed_product(p: &Party, w: &WeightShare, xa: &RingTensor, a: &RingTensor, c: &RingTensor) -> Share {
+    assert_eq!(xa.shape[1], w.masked.shape[0], "embed_product: vocabulary size");
+    let mut z = c.add(&xa.matmul_packed(&w.b_packed)).add(&a.matmul_packed(&w.masked_packed));
+    if p.id == 0 {
+        z = z.add(&xa.matmul_packed(&w.masked_packed));
+    }
+    Share { ring: z, frac: w.frac }
+}
+
+impl WeightShare {
+    /// The registered mask id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// [k, n] of the weight.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.masked.shape[0], self.masked.shape[1])
+    }
+}

@@ -17,6 +17,19 @@ pub struct DealerStats {
 pub fn run_local<T: Send + 'static>(
     program: impl Fn(&mut Party) -> T + Send + Sync + 'static,
 ) -> ((T, Party), (T, Party), DealerStats) {
+    let (r0, r1, d, ()) = run_with_client(program, |_links| ());
+    (r0, r1, d)
+}
+
+/// As [`run_local`], plus a client thread (the data owner) linked to both parties; `client`
+/// gets its links to P0 and P1, in that order.
+pub fn run_with_client<T: Send + 'static, C: Send + 'static>(
+    program: impl Fn(&mut Party) -> T + Send + Sync + 'static,
+    client: impl FnOnce([Box<dyn Channel>; 2]) -> C + Send + 'static,
+) -> ((T, Party), (T, Party), DealerStats, C) {
+    let (cl0, p0_cl) = LocalChannel::pair();
+    let (cl1, p1_cl) = LocalChannel::pair();
+    let client_thread = std::thread::spawn(move || client([Box::new(cl0) as Box<dyn Channel>, Box::new(cl1)]));
     let (dealer, s0, s1) = Dealer::new();
     let (c0, c1) = LocalChannel::pair();
     let (d_end, p1_end) = LocalChannel::pair();
@@ -28,20 +41,28 @@ pub fn run_local<T: Send + 'static>(
     });
     let pr = program.clone();
     let t0 = std::thread::spawn(move || {
-        let mut p = Party::new(0, Box::new(c0), DealerLink::new(0, s0, None));
+        let mut p = Party::new(0, Box::new(c0), DealerLink::new(0, s0, None)).with_client(Box::new(p0_cl));
         let out = pr(&mut p);
+        p.flush_time();
+        p.hang_up_peer();
+        drop(p.take_client());
         (out, p)
     });
     let t1 = std::thread::spawn(move || {
-        let mut p = Party::new(1, Box::new(c1), DealerLink::new(1, s1, Some(Box::new(p1_end))));
+        let mut p =
+            Party::new(1, Box::new(c1), DealerLink::new(1, s1, Some(Box::new(p1_end)))).with_client(Box::new(p1_cl));
         let out = program(&mut p);
+        p.flush_time();
+        p.hang_up_peer();
+        p.hang_up_dealer();
+        drop(p.take_client());
         (out, p)
     });
     let r0 = t0.join().expect("P0 panicked");
-    let mut r1 = t1.join().expect("P1 panicked");
-    r1.1.hang_up_dealer();
+    let r1 = t1.join().expect("P1 panicked");
     let d = dealer_thread.join().expect("dealer panicked");
-    (r0, r1, d)
+    let c = client_thread.join().expect("client panicked");
+    (r0, r1, d, c)
 }
 
 /// Split a public ring tensor into two uniformly random additive shares.

@@ -1,0 +1,82 @@
+//! `kd private-eval` end to end on real SST-2 dev rows: a 2-layer MiniLM variant (real
+//! embeddings and encoder weights, exact GeLU + softmax) under MPC against `kd eval` of the same
+//! model directory.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kd(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kd")).args(args).current_dir(cwd).output().expect("kd runs")
+}
+
+fn logits(csv: &str) -> Vec<(usize, Vec<f64>)> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2].parse().unwrap(), f[3..].iter().map(|v| v.parse().unwrap()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn private_eval_agrees_with_plaintext_eval() {
+    let model = common::minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+        c["num_hidden_layers"] = 2.into();
+    });
+    let t = tempfile::tempdir().unwrap();
+    let sst2 = common::glue("SST-2");
+    let (m, d) = (model.path().to_str().unwrap(), sst2.to_str().unwrap());
+    let common_args = ["--model", m, "--task", "sst2", "--data", d, "--limit", "5", "--max-seq-len", "24", "--no-results"];
+    let mut a: Vec<&str> = vec!["private-eval"];
+    a.extend(common_args);
+    a.extend(["--predictions", "private.csv", "--output", "private.json"]);
+    let o = kd(&a, t.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b: Vec<&str> = vec!["eval"];
+    b.extend(common_args);
+    b.extend(["--predictions", "plain.csv"]);
+    let o = kd(&b, t.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let private = std::fs::read_to_string(t.path().join("private.csv")).unwrap();
+    let plain = std::fs::read_to_string(t.path().join("plain.csv")).unwrap();
+    assert_eq!(private.lines().next(), plain.lines().next(), "same CSV header as kd eval");
+    let (pv, pl) = (logits(&private), logits(&plain));
+    assert_eq!(pv.len(), 5);
+    let mut worst: f64 = 0.0;
+    for ((cp, lp), (cq, lq)) in pv.iter().zip(&pl) {
+        for (x, y) in lp.iter().zip(lq) {
+            worst = worst.max((x - y).abs());
+        }
+        if (lq[0] - lq[1]).abs() > 0.05 {
+            assert_eq!(cp, cq, "prediction differs on a row with a clear margin: {lp:?} vs {lq:?}");
+        }
+    }
+    assert!(worst < 0.02, "max logit difference {worst}");
+
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path().join("private.json")).unwrap()).unwrap();
+    assert_eq!(j["task"], "sst2");
+    assert_eq!(j["examples"], 5);
+    assert!(j["metrics"]["accuracy"].is_number());
+    let mpc = &j["mpc"];
+    for k in ["rounds", "bytes_per_party", "online_seconds", "offline_seconds", "agreement", "max_abs_logit_diff"] {
+        assert!(mpc[k].is_number(), "mpc.{k} missing: {mpc}");
+    }
+    assert!(mpc["rounds"].as_f64().unwrap() > 100.0);
+    assert!((mpc["max_abs_logit_diff"].as_f64().unwrap() - worst).abs() < 1e-3);
+    for p in ["lan", "wan"] {
+        assert!(mpc["network"][p]["online_seconds"].as_f64().unwrap() > 0.0, "network.{p}");
+    }
+    assert!(
+        mpc["network"]["wan"]["online_seconds"].as_f64().unwrap() > mpc["network"]["lan"]["online_seconds"].as_f64().unwrap()
+    );
+    for c in ["embedding", "linear", "attention", "softmax", "activation", "layernorm", "pooler", "classifier"] {
+        assert!(mpc["breakdown"][c]["rounds"].as_u64().unwrap() > 0, "breakdown.{c}: {}", mpc["breakdown"]);
+    }
+    // The upload of X − A: 5 rows × (≤ 24 tokens × 30522 words).
+    assert!(mpc["breakdown"]["embedding"]["client_bytes"].as_u64().unwrap() > 5 * 3 * 30522 * 8);
+}
