@@ -70,6 +70,14 @@ pub struct FinetuneCmd {
     /// Use only the first N dev rows.
     #[arg(long)]
     pub limit_dev: Option<usize>,
+    /// Train on a seeded random subset of N rows (for label-sorted files such as IMDb's).
+    #[arg(long)]
+    pub sample_train: Option<usize>,
+    /// Evaluate on a seeded random subset of N dev rows.
+    #[arg(long)]
+    pub sample_dev: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
     /// Checkpoint and stop after this many steps in total; rerun the same command to continue.
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
@@ -114,6 +122,12 @@ pub struct EvalCmd {
     /// Keep the first N rows of the split, in file order.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Evaluate a seeded random subset of N rows (after --limit), kept in file order; for
+    /// label-sorted files such as IMDb's, where the first N rows are one class.
+    #[arg(long)]
+    pub sample: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
     #[arg(long, default_value_t = 128)]
     pub max_seq_len: usize,
     #[arg(long, default_value_t = 64)]

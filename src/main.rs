@@ -112,6 +112,9 @@ fn cmd_finetune(c: FinetuneCmd) -> Result<()> {
         eval_batch_size: c.eval_batch_size,
         limit_train: c.limit_train,
         limit_dev: c.limit_dev,
+        sample_train: c.sample_train,
+        sample_dev: c.sample_dev,
+        sample_seed: c.sample_seed,
     };
     let s = finetune(&args, &Device::Cpu, stop_after_steps).with_context(|| format!("fine-tuning into {}", args.out.display()))?;
     println!(
@@ -185,7 +188,10 @@ fn cmd_eval(c: EvalCmd) -> Result<()> {
         );
     }
     let enc = TextEncoder::load(&dir, c.max_seq_len, md.config.vocab_size)?;
-    let examples = load_split(task, &c.data, &c.split, c.limit)?;
+    let mut examples = load_split(task, &c.data, &c.split, c.limit)?;
+    if let Some(n) = c.sample {
+        examples = mpcformer::data::subsample(examples, n, c.sample_seed);
+    }
     let data = enc.encode(&examples)?;
     let t = Instant::now();
     let pb = indicatif::ProgressBar::new(data.len() as u64);

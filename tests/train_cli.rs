@@ -221,3 +221,34 @@ fn recipe_errors_name_file_and_field() {
     let o = kd(&["train", "--recipe", "bad0.toml", "--set", "nokey"], t.path());
     assert!(!o.status.success() && text(&o).contains("KEY=VALUE"), "{}", text(&o));
 }
+
+/// IMDb's files are sorted by label, so a budget run needs a sample, not a first-N limit.
+#[test]
+fn eval_sample_draws_from_the_whole_label_sorted_file() {
+    let t = tempfile::tempdir().unwrap();
+    let model = teacher();
+    let imdb = common::assets().join("data/imdb");
+    let run = |seed: &str| -> Vec<(usize, String)> {
+        let o = kd(
+            &["eval", "--model", model.path().to_str().unwrap(), "--task", "imdb", "--data", imdb.to_str().unwrap(),
+              "--sample", "24", "--sample-seed", seed, "--max-seq-len", "32", "--no-results", "--predictions", "p.csv"],
+            t.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::read_to_string(t.path().join("p.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0].parse().unwrap(), f[1].to_string())
+            })
+            .collect()
+    };
+    let a = run("3");
+    assert_eq!(a.len(), 24);
+    assert!(a.windows(2).all(|w| w[0].0 < w[1].0), "rows stay in file order");
+    assert!(a.iter().any(|r| r.1 == "0") && a.iter().any(|r| r.1 == "1"), "both classes: {a:?}");
+    assert_eq!(a, run("3"));
+    assert_ne!(a, run("4"));
+}

@@ -228,6 +228,32 @@ pub fn load_split(
     }
 }
 
+/// A seeded uniform random subset of `n` rows, kept in file order (rows keep their `index`).
+/// For files sorted by label (IMDb's are: 12,500 negatives, then positives) a first-N
+/// `limit` is not a sample; this is. All rows are kept when `n` ≥ the number of rows.
+pub fn subsample(examples: Vec<Example>, n: usize, seed: u64) -> Vec<Example> {
+    use rand::SeedableRng;
+    if n >= examples.len() {
+        return examples;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut keep = rand::seq::index::sample(&mut rng, examples.len(), n).into_vec();
+    keep.sort_unstable();
+    let mut it = keep.into_iter().peekable();
+    examples
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            if it.peek() == Some(&i) {
+                it.next();
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Root of the real data for tests: `$KD_ASSETS/data`, with KD_ASSETS defaulting to
 /// `../shared` next to the crate. Panics (fails the test) when it is missing, because
 /// silently skipping would hide a broken setup.
@@ -306,5 +332,22 @@ mod tests {
         assert_eq!(Task::Stsb.primary_metric(), "corr");
         assert_eq!(Task::Sst2.primary_metric(), "accuracy");
         assert_eq!(Task::Imdb.primary_metric(), "accuracy");
+    }
+
+    #[test]
+    fn subsample_is_seeded_ordered_and_balanced_on_sorted_files() {
+        let rows: Vec<Example> = (0..1000)
+            .map(|i| Example { index: i, text_a: format!("r{i}"), text_b: None, label: Some(Label::Class(usize::from(i >= 500))) })
+            .collect();
+        let a = subsample(rows.clone(), 100, 7);
+        let b = subsample(rows.clone(), 100, 7);
+        let c = subsample(rows.clone(), 100, 8);
+        assert_eq!(a.len(), 100);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.windows(2).all(|w| w[0].index < w[1].index));
+        let pos = a.iter().filter(|e| e.label == Some(Label::Class(1))).count();
+        assert!((30..=70).contains(&pos), "{pos} positives of 100");
+        assert_eq!(subsample(rows.clone(), 5000, 1).len(), 1000);
     }
 }

@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::{collate, train_order, Encoded, TextEncoder};
-use crate::data::load_split;
+use crate::data::{load_split, subsample};
 use crate::eval::{predict, score, task_loss, Metrics};
 use crate::model::bert::ModelOutput;
 use crate::model::checkpoint::{save_model, sorted_vars, write_file_atomic, HeadSpec};
@@ -253,8 +253,12 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
 
     let encoder = TextEncoder::load(&recipe.teacher, recipe.max_seq_len, teacher.config.vocab_size)?;
     let t0 = Instant::now();
-    let train_rows = encoder.encode(&load_split(recipe.task, &recipe.data, "train", recipe.limit_train)?)?;
-    let dev = encoder.encode(&load_split(recipe.task, &recipe.data, "dev", recipe.limit_dev)?)?;
+    let pick = |rows: Vec<crate::data::Example>, n: Option<usize>| match n {
+        Some(n) => subsample(rows, n, recipe.sample_seed),
+        None => rows,
+    };
+    let train_rows = encoder.encode(&pick(load_split(recipe.task, &recipe.data, "train", recipe.limit_train)?, recipe.sample_train))?;
+    let dev = encoder.encode(&pick(load_split(recipe.task, &recipe.data, "dev", recipe.limit_dev)?, recipe.sample_dev))?;
     if train_rows.is_empty() {
         return Err(TrainError::Invalid(format!("no training rows in {}", recipe.data.display())));
     }

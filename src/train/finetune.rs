@@ -73,6 +73,13 @@ pub struct FinetuneArgs {
     pub eval_batch_size: usize,
     pub limit_train: Option<usize>,
     pub limit_dev: Option<usize>,
+    /// Seeded random subsets (after the limits), for files sorted by label (IMDb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_train: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_dev: Option<usize>,
+    #[serde(default)]
+    pub sample_seed: u64,
 }
 
 /// One evaluation in the run log.
@@ -176,8 +183,12 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
     let encoder = TextEncoder::load(&args.model, args.max_seq_len, md.config.vocab_size)?;
 
     let t0 = Instant::now();
-    let train = encoder.encode(&load_split(args.task, &args.data, "train", args.limit_train)?)?;
-    let dev = encoder.encode(&load_split(args.task, &args.data, "dev", args.limit_dev)?)?;
+    let pick = |rows: Vec<crate::data::Example>, n: Option<usize>| match n {
+        Some(n) => crate::data::subsample(rows, n, args.sample_seed),
+        None => rows,
+    };
+    let train = encoder.encode(&pick(load_split(args.task, &args.data, "train", args.limit_train)?, args.sample_train))?;
+    let dev = encoder.encode(&pick(load_split(args.task, &args.data, "dev", args.limit_dev)?, args.sample_dev))?;
     if train.is_empty() {
         return Err(TrainError::Invalid(format!("no training rows in {}", args.data.display())));
     }

@@ -55,6 +55,15 @@ pub struct Recipe {
     /// Keep only the first N dev rows.
     #[serde(default)]
     pub limit_dev: Option<usize>,
+    /// A seeded random subset of N training rows (after `limit_train`); use this, not a
+    /// limit, on files sorted by label such as IMDb's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_train: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_dev: Option<usize>,
+    /// Seed of the subsets (fixed apart from `seed`, so every run sees the same rows).
+    #[serde(default)]
+    pub sample_seed: u64,
     pub student: StudentSpec,
     /// Layer-wise distillation; absent (or 0 epochs) skips it, as the baselines do.
     #[serde(default)]
