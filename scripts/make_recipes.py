@@ -83,6 +83,51 @@ eval_every = {every}
 optimizer = {{ kind = "adamw", lr = 5e-5, schedule = {{ kind = "warmup_linear", warmup = 0.1 }} }}
 """
             (out / f"{task}-{name}-wod.toml").write_text(text)
+    # IMDb: seq 256, the teacher's 4,000-review training sample and 1,000-review dev sample
+    # (scripts/teachers.sh kd:imdb); paper: seq 512, stage 1 30 epochs, stage 2 5.
+    for name, (act, sm) in VARIANTS.items():
+        common = f'''task = "imdb"
+teacher = "checkpoints/teachers/imdb"
+data = "$KD_ASSETS/data/imdb"
+seed = 42
+max_seq_len = 256
+batch_size = 16
+eval_batch_size = 32
+sample_train = 4000
+sample_dev = 1000
+'''
+        (out / f"imdb-{name}.toml").write_text(f'''# IMDb: MPCFormer student {act}+{sm}; seq 256 on a 4,000-review sample (CPU budget: 2 + 2 epochs).
+{common}out = "checkpoints/students/imdb-{name}"
+
+[student]
+hidden_act = "{act}"
+softmax_act = "{sm}"
+init = "teacher"
+
+[stage1]
+epochs = 2
+optimizer = {{ kind = "bertadam", lr = 5e-5, schedule = {{ kind = "constant" }} }}
+
+[stage2]
+objective = "distill"
+epochs = 2
+eval_every = 125
+optimizer = {{ kind = "bertadam", lr = 1e-5, schedule = {{ kind = "bert_warmup_linear", warmup = 0.1 }} }}
+''')
+        (out / f"imdb-{name}-wod.toml").write_text(f'''# IMDb: baseline w/o d ({act}+{sm}, teacher init, gold labels only), same data budget (4 epochs).
+{common}out = "checkpoints/students/imdb-{name}-wod"
+
+[student]
+hidden_act = "{act}"
+softmax_act = "{sm}"
+init = "teacher"
+
+[stage2]
+objective = "labels"
+epochs = 4
+eval_every = 125
+optimizer = {{ kind = "adamw", lr = 5e-5, schedule = {{ kind = "warmup_linear", warmup = 0.1 }} }}
+''')
     # A 6 -> 3 layer student (MPCFormer's layer map: student layer i <- teacher layer 2i+1).
     text = header("mrpc", "MRPC", "MRPC: 3-layer Quad+2Quad student from the 6-layer teacher (layer map k = 2).")
     text += """# Same budget as recipes/mrpc-quad-2quad.toml.

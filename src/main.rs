@@ -45,10 +45,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the message already
+/// ends with (typed errors print their I/O cause inline and also expose it as the source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        let s = cause.to_string();
+        if i > 0 {
+            if msg.ends_with(&s) {
+                continue;
+            }
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<()> {
