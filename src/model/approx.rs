@@ -124,11 +124,7 @@ impl SoftmaxAct {
                 let den = (r.sum_keepdim(D::Minus1)? + TWO_RELU_EPS)?;
                 (r + TWO_RELU_EPS / l)?.broadcast_div(&den)
             }
-            SoftmaxAct::TwoQuad => {
-                let q = (scores + c)?.sqr()?.broadcast_mul(mask01)?;
-                let den = q.sum_keepdim(D::Minus1)?;
-                q.broadcast_div(&den)
-            }
+            SoftmaxAct::TwoQuad => super::fused_approx::two_quad(scores, mask01, c),
         }
     }
 }
@@ -143,7 +139,7 @@ impl std::str::FromStr for SoftmaxAct {
 
 /// MPCFormer's Quad: 0.125x² + 0.25x + 0.5.
 pub fn quad(x: &Tensor) -> Result<Tensor> {
-    x.sqr()?.affine(0.125, 0.5)? + x.affine(0.25, 0.0)?
+    super::fused_approx::quad(x)
 }
 
 #[cfg(test)]

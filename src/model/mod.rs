@@ -14,6 +14,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod fused;
+pub mod fused_approx;
 pub mod gelu;
 pub mod norm;
 pub mod rng;
