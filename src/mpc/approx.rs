@@ -21,7 +21,7 @@ pub fn quad(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 use super::compare::{bit_to_arith, to_bits};
-use super::protocol::{mul, mul_raw};
+use super::protocol::mul_raw;
 use super::ring::RingTensor;
 
 /// 1/x for shared positive x (|x·2^f| < 2^62), by normalisation and Newton–Raphson (the SPU
@@ -154,18 +154,28 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
     Share { ring: RingTensor::new(shape, data), frac: x.frac }
 }
 
-/// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits.
-fn normalise_rows(p: &mut Party, q: &Share, s: u32) -> Result<Share, ChannelError> {
-    let inv = reciprocal_ext(p, &row_sums(q), s)?;
-    mul(p, q, &broadcast_rows(&inv, &q.ring.shape))
+/// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits
+/// and one row-broadcast product (27 rounds). q may be at a higher scale than `out_frac` (an
+/// untruncated square): the row sums are truncated to `out_frac` for the reciprocal, and the
+/// final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
+fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Share, ChannelError> {
+    let mut sums = row_sums(q);
+    if q.frac > out_frac {
+        sums = truncate(p, &sums, q.frac - out_frac)?;
+    }
+    let inv = reciprocal_ext(p, &sums, s)?;
+    let z = super::protocol::mul_rows_raw(p, q, &inv)?;
+    truncate(p, &z, z.frac - out_frac)
 }
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
-/// private inference has no padding keys). 29 rounds: square 2, reciprocal 25, product 2.
+/// private inference has no padding keys). The square stays untruncated at scale 2f (its row
+/// sums are truncated instead, one value per row), and q·(1/Σ) ≤ 1 at scale 3f + 8 < 2^62 is
+/// truncated once. 29 rounds: square 1, row-sum truncation 1, reciprocal 25, product 2.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
-    let q = super::protocol::square(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
-    normalise_rows(p, &q, 8)
+    let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
+    normalise_rows(p, &q, 8, s.frac)
 }
 
 /// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
@@ -182,7 +192,7 @@ pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     // 1/(Σ + ε) at 8 extra bits (≤ 2^(f+8) real·2^(f+8) = 2^40 in the ring).
     let inv = reciprocal_ext(p, &Share { ring: sums.ring.add_scalar(eps), frac: f }, 8)?;
     let invb = broadcast_rows(&inv, &r.ring.shape);
-    let q = mul_raw(p, &r, &invb)?;
+    let q = super::protocol::mul_rows_raw(p, &r, &inv)?;
     const EXTRA: u32 = 20;
     let k = ((1u64 << EXTRA) as f64 / l as f64).round() as u64;
     let z = q.ring.scale(1u64 << EXTRA).add(&invb.ring.scale(k));
@@ -316,7 +326,7 @@ pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
     let e = exp_neg(p, &d)?;
     // Σe ≥ 1, so 1/Σe can carry 16 extra bits.
-    normalise_rows(p, &e, 16)
+    normalise_rows(p, &e, 16, e.frac)
 }
 
 /// Internal scale of the polynomial powers (|u| ≤ 1 inside the fitted interval).

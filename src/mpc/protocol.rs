@@ -301,3 +301,26 @@ impl WeightShare {
         (self.masked.shape[0], self.masked.shape[1])
     }
 }
+
+/// [x ∘ broadcast(y)] for x [rows, l] and one factor y [rows] per row, untruncated: a
+/// row-broadcast Beaver triple (a, b, c = a ∘ b per row) opens x − a and only the rows values
+/// y − b, about half the traffic of an elementwise product with the broadcast y.
+pub fn mul_rows_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelError> {
+    let rows = y.ring.len();
+    let l = x.ring.len() / rows.max(1);
+    assert_eq!(rows * l, x.ring.len(), "mul_rows: {} values for {rows} rows", x.ring.len());
+    let t = p.preprocessing(Request::RowMul { rows, l })?;
+    let opened = open_many(p, &[&x.ring.sub(&RingTensor::new(&x.ring.shape, t.a.data.clone())), &y.ring.sub(&t.b)])?;
+    let (e, f) = (&opened[0], &opened[1]);
+    let z = (0..rows * l)
+        .map(|i| {
+            let r = i / l;
+            let mut v = t.c.data[i].wrapping_add(e.data[i].wrapping_mul(t.b.data[r])).wrapping_add(t.a.data[i].wrapping_mul(f.data[r]));
+            if p.id == 0 {
+                v = v.wrapping_add(e.data[i].wrapping_mul(f.data[r]));
+            }
+            v
+        })
+        .collect();
+    Ok(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac })
+}
