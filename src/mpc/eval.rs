@@ -144,10 +144,10 @@ pub fn run_private(
     on_row: Arc<dyn Fn() + Send + Sync>,
 ) -> Result<PrivateRun, PrivateModelError> {
     if !(8..=20).contains(&frac) {
-        return Err(PrivateModelError::Client(format!("fraction bits {frac} outside the supported 8..=20")));
+        return Err(PrivateModelError::Setting(format!("--frac-bits {frac} is outside the supported 8..=20")));
     }
     let cfg = md.config.clone();
-    let named = named_parameters(md).map_err(|e| PrivateModelError::Client(format!("reading weights: {e}")))?;
+    let named = named_parameters(md).map_err(|e| PrivateModelError::Setting(format!("reading the model's weights: {e}")))?;
     let shares: Arc<[HashMap<String, RingTensor>; 2]> = Arc::new(share_weights(&named, &cfg, frac));
     drop(named);
     let types: Arc<Vec<Vec<u32>>> = Arc::new(rows.iter().map(|r| r.type_ids.clone()).collect());

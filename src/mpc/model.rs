@@ -59,7 +59,7 @@ pub struct PrivateBert {
 }
 
 /// The intermediate shares of one forward pass (for layer-by-layer tests): the embedding
-/// output, each layer's output, the pooled vector and the logits.
+/// output, each layer's output and the pooled vector (the logits are `forward`'s result).
 #[derive(Default)]
 pub struct Trace {
     pub hidden_states: Vec<Share>,
