@@ -80,3 +80,23 @@ fn private_eval_agrees_with_plaintext_eval() {
     // The upload of X − A: 5 rows × (≤ 24 tokens × 30522 words).
     assert!(mpc["breakdown"]["embedding"]["client_bytes"].as_u64().unwrap() > 5 * 3 * 30522 * 8);
 }
+
+#[test]
+fn private_eval_rejects_bad_settings_clearly() {
+    let model = common::minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+        c["num_hidden_layers"] = 1.into();
+    });
+    let t = tempfile::tempdir().unwrap();
+    let sst2 = common::glue("SST-2");
+    let (m, d) = (model.path().to_str().unwrap(), sst2.to_str().unwrap());
+    let o = kd(&["private-eval", "--model", m, "--task", "sst2", "--data", d, "--limit", "1", "--frac-bits", "40", "--no-results"], t.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--frac-bits 40"), "{err}");
+    // A task whose head does not match the model's (STS-B is a regression task).
+    let stsb = common::glue("STS-B");
+    let o = kd(&["private-eval", "--model", m, "--task", "stsb", "--data", stsb.to_str().unwrap(), "--no-results"], t.path());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
+}

@@ -532,3 +532,26 @@ fn plaintext_twins_are_within_their_documented_error() {
         assert!(d <= 1.75e-4, "tanh at {x}: {d}");
     }
 }
+
+/// Long rows: 1/Σ is carried at extra fractional bits, so 2Quad over 512 keys (Σ ≈ 10⁴, where
+/// 1/Σ at 16 bits would be 4 ulps) stays within two output ulps of the exact weights.
+#[test]
+fn long_row_normalisation_keeps_precision() {
+    let (rows, l) = (2, 512);
+    let s: Vec<f64> = (0..rows * l).map(|i| ((i * 7919 % 301) as f64 - 150.0) / 50.0).collect();
+    let s: Vec<f64> = s.iter().map(|&v| decode(encode(v, F), F)).collect();
+    let (q, _) = run1(&s, l, |p, x| approx::two_quad(p, x, 5.0).unwrap());
+    let (sm, _) = run1(&s, l, |p, x| approx::softmax(p, x).unwrap());
+    let ulp = 2f64.powi(-(F as i32));
+    for r in 0..rows {
+        let row = &s[r * l..(r + 1) * l];
+        let qs: f64 = row.iter().map(|v| (v + 5.0).powi(2)).sum();
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        for j in 0..l {
+            let (wq, ws) = ((row[j] + 5.0).powi(2) / qs, (row[j] - m).exp() / z);
+            assert!((q[r * l + j] - wq).abs() <= 2.0 * ulp + 1e-3 * wq, "2quad row {r} col {j}: {} vs {wq}", q[r * l + j]);
+            assert!((sm[r * l + j] - ws).abs() <= 2.0 * ulp + 1e-3 * ws, "softmax row {r} col {j}: {} vs {ws}", sm[r * l + j]);
+        }
+    }
+}

@@ -21,7 +21,7 @@ pub fn quad(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 use super::compare::{bit_to_arith, to_bits};
-use super::protocol::{mul, mul_raw};
+use super::protocol::mul_raw;
 use super::ring::RingTensor;
 
 /// 1/x for shared positive x (|x·2^f| < 2^62), by normalisation and Newton–Raphson (the SPU
@@ -39,9 +39,18 @@ use super::ring::RingTensor;
 /// 25 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
 /// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+    reciprocal_ext(p, x, 0)
+}
+
+/// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
+/// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). The final
+/// product w·2^(2f+s−k) must stay below 2^62: any positive x for s ≤ 8 (f = 16), x ≥ 2^−8 for
+/// s = 16. Same 25 rounds.
+pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
     let f = x.frac;
-    // d = 2^(f−k) at scale f, i.e. the integer 2^(2f−k) (0 when k > 2f).
-    let (u, d) = normalise(p, x, |k| if k <= 2 * f { 1u64 << (2 * f - k) } else { 0 })?;
+    assert!(2 * f + s <= 61, "reciprocal: scale {f} + {s} too large");
+    // d = 2^(f+s−k) at scale f, i.e. the integer 2^(2f+s−k) (0 when k > 2f + s).
+    let (u, d) = normalise(p, x, |k| if k <= 2 * f + s { 1u64 << (2 * f + s - k) } else { 0 })?;
     // (8/17)·u needs a product by a public fixed-point constant: scale by round(8/17·2^f), truncate.
     let slope = super::fixed::encode(8.0 / 17.0, f);
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
@@ -57,7 +66,9 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
         w = truncate(p, &we, 2 * f)?;
     }
     let r = mul_raw(p, &w, &d)?;
-    truncate(p, &Share { ring: r.ring, frac: f + f }, f)
+    let mut out = truncate(p, &Share { ring: r.ring, frac: f + f }, f)?;
+    out.frac = f + s;
+    Ok(out)
 }
 
 /// Leading-bit normalisation of a positive x (|x·2^f| < 2^62), 16 rounds: returns u ∈ [1, 2) at
@@ -143,38 +154,49 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
     Share { ring: RingTensor::new(shape, data), frac: x.frac }
 }
 
-/// Normalise non-negative row values q by their row sums: q / Σq.
-fn normalise_rows(p: &mut Party, q: &Share) -> Result<Share, ChannelError> {
-    let inv = reciprocal(p, &row_sums(q))?;
-    mul(p, q, &broadcast_rows(&inv, &q.ring.shape))
+/// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits
+/// and one row-broadcast product (27 rounds). q may be at a higher scale than `out_frac` (an
+/// untruncated square): the row sums are truncated to `out_frac` for the reciprocal, and the
+/// final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
+fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Share, ChannelError> {
+    let mut sums = row_sums(q);
+    if q.frac > out_frac {
+        sums = truncate(p, &sums, q.frac - out_frac)?;
+    }
+    let inv = reciprocal_ext(p, &sums, s)?;
+    let z = super::protocol::mul_rows_raw(p, q, &inv)?;
+    truncate(p, &z, z.frac - out_frac)
 }
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
-/// private inference has no padding keys). 29 rounds: square 2, reciprocal 25, product 2.
+/// private inference has no padding keys). The square stays untruncated at scale 2f (its row
+/// sums are truncated instead, one value per row), and q·(1/Σ) ≤ 1 at scale 3f + 8 < 2^62 is
+/// truncated once. 29 rounds: square 1, row-sum truncation 1, reciprocal 25, product 2.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
-    let q = super::protocol::square(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
-    normalise_rows(p, &q)
+    let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
+    normalise_rows(p, &q, 8, s.frac)
 }
 
 /// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
-/// With inv = 1/(Σ relu + ε) the numerator's ε/L·inv is inv_ring/L at scale 2f, added to the
-/// product at 24 extra bits and removed by its single truncation. 35 rounds (relu 8, 25, 2).
+/// With inv = 1/(Σ relu + ε) (at f + 8 bits) the numerator's ε/L·inv is inv_ring/L at the
+/// product's scale, added at 20 extra bits and removed by the product's single truncation. 35 rounds (relu 8, 25, 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let f = s.frac;
     let r = super::compare::relu(p, s)?;
     let l = *s.ring.shape.last().expect("rank ≥ 1");
     let sums = row_sums(&r);
     let eps = p.public_term(1);
-    let inv = reciprocal(p, &Share { ring: sums.ring.add_scalar(eps), frac: f })?;
+    // 1/(Σ + ε) at 8 extra bits (≤ 2^(f+8) real·2^(f+8) = 2^40 in the ring).
+    let inv = reciprocal_ext(p, &Share { ring: sums.ring.add_scalar(eps), frac: f }, 8)?;
     let invb = broadcast_rows(&inv, &r.ring.shape);
-    let q = mul_raw(p, &r, &invb)?;
-    const EXTRA: u32 = 24;
+    let q = super::protocol::mul_rows_raw(p, &r, &inv)?;
+    const EXTRA: u32 = 20;
     let k = ((1u64 << EXTRA) as f64 / l as f64).round() as u64;
     let z = q.ring.scale(1u64 << EXTRA).add(&invb.ring.scale(k));
-    truncate(p, &Share { ring: z, frac: 2 * f + EXTRA }, f + EXTRA)
+    truncate(p, &Share { ring: z, frac: q.frac + EXTRA }, q.frac + EXTRA - f)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +325,8 @@ pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
     let e = exp_neg(p, &d)?;
-    normalise_rows(p, &e)
+    // Σe ≥ 1, so 1/Σe can carry 16 extra bits.
+    normalise_rows(p, &e, 16, e.frac)
 }
 
 /// Internal scale of the polynomial powers (|u| ≤ 1 inside the fitted interval).

@@ -35,6 +35,8 @@ pub enum PrivateModelError {
     TooLong { what: &'static str, got: usize, max: usize },
     #[error("the client failed: {0}")]
     Client(String),
+    #[error("invalid setting: {0}")]
+    Setting(String),
 }
 
 /// Encode a model's f32 parameters and split them into two additive shares each (the model

@@ -42,6 +42,8 @@ pub enum Request {
     /// tokens, with Aᵢ = PRG(kᵢ) [m,V] from the last `EmbedSeed`, A = A₀ + A₁: the dealer shares
     /// C = A·B.
     EmbedMask { id: u64, m: usize },
+    /// Row-broadcast triple: a [rows·l], b [rows], c = a ∘ broadcast(b) (one factor per row).
+    RowMul { rows: usize, l: usize },
 }
 
 impl Request {
@@ -59,6 +61,7 @@ impl Request {
             Request::BitMul { n } => (9, n as u64, 0, 0),
             Request::EmbedMask { id, m } => (10, id, m as u64, 0),
             Request::EmbedSeed => (11, 0, 0, 0),
+            Request::RowMul { rows, l } => (12, rows as u64, l as u64, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -77,6 +80,7 @@ impl Request {
             9 => Request::BitMul { n: v[1] as usize },
             10 => Request::EmbedMask { id: v[1], m: v[2] as usize },
             11 => Request::EmbedSeed,
+            12 => Request::RowMul { rows: v[1] as usize, l: v[2] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -88,6 +92,7 @@ impl Request {
             Request::MatMul { m, n, .. } => m * n,
             Request::Trunc { n, .. } | Request::BitMul { n } => 2 * n,
             Request::EmbedMask { id, m } => m * weight_cols(id),
+            Request::RowMul { rows, l } => rows * l,
             Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
@@ -208,6 +213,12 @@ impl Dealer {
                 let mut out: Vec<u64> = (0..n).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
                 out.extend((0..n).map(|i| a0.data[i].wrapping_add(a1.data[i]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
                 out
+            }
+            Request::RowMul { rows, l } => {
+                let (a0, b0, c0) = (self.prg0.ring(&[rows * l]), self.prg0.ring(&[rows]), self.prg0.ring(&[rows * l]));
+                let (a1, b1) = (self.prg1.ring(&[rows * l]), self.prg1.ring(&[rows]));
+                let (a, b) = (a0.add(&a1), b0.add(&b1));
+                (0..rows * l).map(|i| a.data[i].wrapping_mul(b.data[i / l]).wrapping_sub(c0.data[i])).collect()
             }
             Request::EmbedSeed => {
                 self.embed_seeds = (self.prg0.ring(&[2]).data, self.prg1.ring(&[2]).data);
@@ -360,6 +371,11 @@ impl DealerLink {
                     ta_a.extend_from_slice(&a.data);
                     Material { a: RingTensor::new(&[2 * n], ta_a), b: tb, c: RingTensor::new(&[n], corr[n..].to_vec()) }
                 }
+            }
+            Request::RowMul { rows, l } => {
+                let (a, b) = (prg.ring(&[rows * l]), prg.ring(&[rows]));
+                let c = if p0 { prg.ring(&[rows * l]) } else { RingTensor::new(&[rows * l], corr.unwrap_or_default()) };
+                Material { a, b, c }
             }
             // (∅, the seed kᵢ as two words, ∅)
             Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },

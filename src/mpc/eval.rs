@@ -144,10 +144,10 @@ pub fn run_private(
     on_row: Arc<dyn Fn() + Send + Sync>,
 ) -> Result<PrivateRun, PrivateModelError> {
     if !(8..=20).contains(&frac) {
-        return Err(PrivateModelError::Client(format!("fraction bits {frac} outside the supported 8..=20")));
+        return Err(PrivateModelError::Setting(format!("--frac-bits {frac} is outside the supported 8..=20")));
     }
     let cfg = md.config.clone();
-    let named = named_parameters(md).map_err(|e| PrivateModelError::Client(format!("reading weights: {e}")))?;
+    let named = named_parameters(md).map_err(|e| PrivateModelError::Setting(format!("reading the model's weights: {e}")))?;
     let shares: Arc<[HashMap<String, RingTensor>; 2]> = Arc::new(share_weights(&named, &cfg, frac));
     drop(named);
     let types: Arc<Vec<Vec<u32>>> = Arc::new(rows.iter().map(|r| r.type_ids.clone()).collect());
@@ -323,5 +323,43 @@ pub fn report(run: &PrivateRun, plain: &[Vec<f32>], regression: bool, frac: u32,
         plaintext_seconds,
         network,
         breakdown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_adds_latency_and_transfer() {
+        // 100 rounds, 30 MB per party, 1 s of compute, 12 MB from the dealer.
+        let e = estimate(&WAN, 1.0, 100.0, 30e6, 0.5, 12e6);
+        assert!((e.latency_seconds - 2.0).abs() < 1e-12, "100 × 20 ms");
+        assert!((e.transfer_seconds - 1.2).abs() < 1e-12, "240 Mbit at 200 Mbps");
+        assert!((e.online_seconds - 4.2).abs() < 1e-12);
+        assert!((e.offline_seconds - (0.5 + 0.48)).abs() < 1e-12);
+        let l = estimate(&LAN, 1.0, 100.0, 30e6, 0.5, 12e6);
+        assert!((l.online_seconds - (1.0 + 0.04 + 0.08)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn report_counts_agreement_and_differences() {
+        let row = |r: u64| RowStats { rounds: r, bytes_per_party: 10, client_bytes_per_party: 5, seconds: 2.0, offline_seconds: 0.5, breakdown: BTreeMap::new() };
+        let run = PrivateRun {
+            logits: vec![vec![0.1, 0.9], vec![0.6, 0.5], vec![0.3, 0.2]],
+            rows: vec![row(100), row(200), row(300)],
+            prepare: ClassStats::default(),
+            prepare_seconds: 0.0,
+            dealer: DealerStats::default(),
+            wall_seconds: 6.0,
+        };
+        let plain = vec![vec![0.1f32, 0.9], vec![0.5, 0.6], vec![0.3, 0.2]];
+        let r = report(&run, &plain, false, 16, 0.1);
+        assert!((r.agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r.max_abs_logit_diff - 0.1).abs() < 1e-6);
+        assert_eq!(r.rounds_total, 600);
+        assert!((r.rounds - 200.0).abs() < 1e-12);
+        assert!((r.online_seconds - 4.5).abs() < 1e-12 && (r.offline_seconds - 1.5).abs() < 1e-12);
+        assert!(r.network["wan"].online_seconds > r.network["lan"].online_seconds);
     }
 }

@@ -6,6 +6,15 @@
 //! encoding (`fixed.rs`). Protocols (`protocol.rs`) see only an explicit [`party::Party`]
 //! context; transport is the [`channel::Channel`] trait (see `../../shared/docs` references in
 //! the README for the protocol choices: CrypTen/SPU, Escudero et al. 2020 for truncation).
+//! A client (the data owner) holds the token ids and receives the logits; the model owner
+//! secret-shares the weights once.
+//!
+//! Layers: `ring`/`fixed`/`prg`/`channel` (values, encoding, seeds, transport), `dealer` and
+//! `party` (preprocessing and the per-party context with per-layer-class metering), `protocol`
+//! and `compare` (products, truncation, comparisons, bit injection), `approx` and `norm` (the
+//! nonlinear functions, each with its round count and accuracy domain), `bert` (one encoder
+//! layer), `model` (the whole BertForSequenceClassification with client-masked embeddings),
+//! `run` (in-process threads) and `eval` (sessions over many rows, the network cost model).
 
 pub mod approx;
 pub mod bert;

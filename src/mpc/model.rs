@@ -15,7 +15,8 @@
 //! is local to each party (`protocol::embed_product`). Cost per inference: no party-to-party
 //! rounds or bytes; a client upload of T·V ring words to each party (one flight, metered as
 //! `client_bytes` of the `embedding` class) and 16 bytes of seed from each party; dealer work one
-//! T×V×H product and T·H words to P1; party work two (P1) or three (P0) T×V×H products.
+//! T×V×H product and T·H words to P1; party work two T×V×H products, one of which ([A]·(E − B),
+//! input-independent) is preprocessing, so online it is one T×V×H product per party.
 //! Security: A is uniform and unknown to each party alone (it needs both seeds), so X − A is a
 //! one-time pad of X; the parties' views are the same as for a Beaver product. The client sees
 //! only the seeds (independent of everything else in the streams) and never B or E; the dealer
@@ -31,7 +32,7 @@ use super::dealer::{embed_mask, Request};
 use super::fixed::decode;
 use super::norm::layer_norm;
 use super::party::{LayerClass, Party, Share};
-use super::protocol::{embed_product, matmul_weights, prepare_weight, WeightShare};
+use super::protocol::{embed_offline, embed_product, matmul_weights, prepare_weight, WeightShare};
 use super::ring::RingTensor;
 use crate::model::BertConfig;
 
@@ -58,7 +59,7 @@ pub struct PrivateBert {
 }
 
 /// The intermediate shares of one forward pass (for layer-by-layer tests): the embedding
-/// output, each layer's output, the pooled vector and the logits.
+/// output, each layer's output and the pooled vector (the logits are `forward`'s result).
 #[derive(Default)]
 pub struct Trace {
     pub hidden_states: Vec<Share>,
@@ -123,9 +124,13 @@ impl PrivateBert {
         let seed = p.preprocessing(Request::EmbedSeed)?.b;
         p.client_send(&seed.data, false)?;
         let mat = p.preprocessing(Request::EmbedMask { id: self.word.id(), m })?;
+        let t = std::time::Instant::now();
         let a = embed_mask(&seed.data, m, self.vocab);
+        p.add_offline_seconds(t.elapsed().as_secs_f64());
+        let pre = embed_offline(p, &self.word, &a, &mat.c);
+        drop(a);
         let xa = RingTensor::new(&[m, self.vocab], p.client_recv(m * self.vocab)?);
-        let words = embed_product(p, &self.word, &xa, &a, &mat.c);
+        let words = embed_product(&self.word, &xa, &pre);
         let h = self.hidden;
         let mut e = words.ring.data;
         for (r, &t) in type_ids.iter().enumerate() {

@@ -194,6 +194,12 @@ impl Party {
         m
     }
 
+    /// Book local input-independent work (e.g. [a]·(W − B)) as preprocessing time.
+    pub fn add_offline_seconds(&mut self, dt: f64) {
+        self.prep_seconds += dt;
+        self.stats.entry(self.class).or_default().offline_seconds += dt;
+    }
+
     /// Total rounds and bytes over all classes.
     pub fn totals(&self) -> ClassStats {
         self.stats.values().fold(ClassStats::default(), |a, s| a.add(s))

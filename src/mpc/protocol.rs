@@ -162,9 +162,11 @@ pub struct WeightShare {
     id: u64,
     /// W − B, public to both parties (reveals nothing: B is uniform and used only here).
     masked: RingTensor,
-    /// W − B and this party's share of B, packed once for the GEMM kernel.
+    /// W − B, packed once for the GEMM kernel (the input-independent term [a]·(W − B)).
     masked_packed: PackedB,
-    b_packed: PackedB,
+    /// The online right-hand side: P0 packs (W − B) + B₀, P1 packs B₁, so the input-dependent
+    /// part e·[B] + e·(W − B) is one GEMM per party.
+    online_packed: PackedB,
     pub frac: u32,
 }
 
@@ -181,24 +183,26 @@ pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, 
     let b = RingTensor::new(&[k, n], t.b.data);
     let masked = open_many(p, &[&w.ring.sub(&b)])?.remove(0);
     let masked_packed = PackedB::new(&masked.data, k, n);
-    let b_packed = PackedB::new(&b.data, k, n);
-    Ok(WeightShare { id, masked, masked_packed, b_packed, frac: w.frac })
+    let online = if p.id == 0 { masked.add(&b) } else { b };
+    let online_packed = PackedB::new(&online.data, k, n);
+    Ok(WeightShare { id, masked, masked_packed, online_packed, frac: w.frac })
 }
 
 /// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
 ///
 /// With f = W − B public and e = x − a opened: x·W = (e + a)(f + B), so
-/// [z] = [c = a·B] + e·[B] + [a]·f + e·f (P0 adds e·f).
+/// [z] = [c = a·B] + [a]·f + e·[B] + e·f (P0 adds e·f). The first two terms do not depend on
+/// the input: they are computed (and timed) as preprocessing, before the opening.
 pub fn matmul_weight(p: &mut Party, x: &Share, w: &WeightShare) -> Result<Share, ChannelError> {
-    let m = x.ring.shape[0];
-    assert_eq!(x.ring.shape[1], w.masked.shape[0], "matmul_weight: inner dimensions");
-    let t = p.preprocessing(Request::MatMulFixed { id: w.id, m })?;
-    let e = open_many(p, &[&x.ring.sub(&t.a)])?.remove(0);
-    let mut z = t.c.add(&e.matmul_packed(&w.b_packed)).add(&t.a.matmul_packed(&w.masked_packed));
-    if p.id == 0 {
-        z = z.add(&e.matmul_packed(&w.masked_packed));
-    }
-    truncate(p, &Share { ring: z, frac: x.frac + w.frac }, w.frac)
+    Ok(matmul_weights(p, x, &[w])?.remove(0))
+}
+
+/// The input-independent part [c] + [a]·(W − B) of a product with a prepared weight.
+fn offline_term(p: &mut Party, w: &WeightShare, a: &RingTensor, c: &RingTensor) -> RingTensor {
+    let t = std::time::Instant::now();
+    let z = c.add(&a.matmul_packed(&w.masked_packed));
+    p.add_offline_seconds(t.elapsed().as_secs_f64());
+    z
 }
 
 /// Truncate several shares in one round (one batched opening), each by `f` bits.
@@ -225,22 +229,20 @@ pub fn truncate_many(p: &mut Party, xs: &[Share], f: u32) -> Result<Vec<Share>, 
 pub fn matmul_weights(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<Vec<Share>, ChannelError> {
     let m = x.ring.shape[0];
     let mut mats = Vec::with_capacity(ws.len());
+    let mut pre = Vec::with_capacity(ws.len());
     for w in ws {
-        mats.push(p.preprocessing(Request::MatMulFixed { id: w.id, m })?);
+        assert_eq!(x.ring.shape[1], w.masked.shape[0], "matmul_weight: inner dimensions");
+        let t = p.preprocessing(Request::MatMulFixed { id: w.id, m })?;
+        pre.push(offline_term(p, w, &t.a, &t.c));
+        mats.push(t);
     }
     let masked: Vec<RingTensor> = mats.iter().map(|t| x.ring.sub(&t.a)).collect();
     let opened = open_many(p, &masked.iter().collect::<Vec<_>>())?;
     let raw: Vec<Share> = ws
         .iter()
-        .zip(&mats)
+        .zip(&pre)
         .zip(&opened)
-        .map(|((w, t), e)| {
-            let mut z = t.c.add(&e.matmul_packed(&w.b_packed)).add(&t.a.matmul_packed(&w.masked_packed));
-            if p.id == 0 {
-                z = z.add(&e.matmul_packed(&w.masked_packed));
-            }
-            Share { ring: z, frac: x.frac + w.frac }
-        })
+        .map(|((w, z0), e)| Share { ring: z0.add(&e.matmul_packed(&w.online_packed)), frac: x.frac + w.frac })
         .collect();
     truncate_many(p, &raw, ws.first().map_or(x.frac, |w| w.frac))
 }
@@ -273,17 +275,20 @@ pub fn matmul_many_raw(p: &mut Party, pairs: &[(&Share, &Share)]) -> Result<Vec<
         .collect())
 }
 
+/// The input-independent half of a client-masked embedding product (see `mpc::model`): this
+/// party's [A]·(E − B) + [A·B] from its Aᵢ [m, V] and Cᵢ [m, H] (preprocessing, timed as such).
+pub fn embed_offline(p: &mut Party, w: &WeightShare, a: &RingTensor, c: &RingTensor) -> RingTensor {
+    assert_eq!(a.shape[1], w.masked.shape[0], "embed_product: vocabulary size");
+    offline_term(p, w, a, c)
+}
+
 /// This party's share of X·E for a client-masked public X − A [m, V] (no party-to-party
-/// communication; see `mpc::model`), given its Aᵢ [m, V] and Cᵢ = [A·B]ᵢ [m, H] from the dealer:
+/// communication), given its `embed_offline` term:
 /// X·E = (X − A)(E − B) + (X − A)·[B] + [A]·(E − B) + [A·B]. X is an integer (scale 0) matrix,
 /// so the result has E's scale and needs no truncation.
-pub fn embed_product(p: &Party, w: &WeightShare, xa: &RingTensor, a: &RingTensor, c: &RingTensor) -> Share {
+pub fn embed_product(w: &WeightShare, xa: &RingTensor, offline: &RingTensor) -> Share {
     assert_eq!(xa.shape[1], w.masked.shape[0], "embed_product: vocabulary size");
-    let mut z = c.add(&xa.matmul_packed(&w.b_packed)).add(&a.matmul_packed(&w.masked_packed));
-    if p.id == 0 {
-        z = z.add(&xa.matmul_packed(&w.masked_packed));
-    }
-    Share { ring: z, frac: w.frac }
+    Share { ring: offline.add(&xa.matmul_packed(&w.online_packed)), frac: w.frac }
 }
 
 impl WeightShare {
@@ -295,4 +300,27 @@ impl WeightShare {
     pub fn shape(&self) -> (usize, usize) {
         (self.masked.shape[0], self.masked.shape[1])
     }
+}
+
+/// [x ∘ broadcast(y)] for x [rows, l] and one factor y [rows] per row, untruncated: a
+/// row-broadcast Beaver triple (a, b, c = a ∘ b per row) opens x − a and only the rows values
+/// y − b, about half the traffic of an elementwise product with the broadcast y.
+pub fn mul_rows_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelError> {
+    let rows = y.ring.len();
+    let l = x.ring.len() / rows.max(1);
+    assert_eq!(rows * l, x.ring.len(), "mul_rows: {} values for {rows} rows", x.ring.len());
+    let t = p.preprocessing(Request::RowMul { rows, l })?;
+    let opened = open_many(p, &[&x.ring.sub(&RingTensor::new(&x.ring.shape, t.a.data.clone())), &y.ring.sub(&t.b)])?;
+    let (e, f) = (&opened[0], &opened[1]);
+    let z = (0..rows * l)
+        .map(|i| {
+            let r = i / l;
+            let mut v = t.c.data[i].wrapping_add(e.data[i].wrapping_mul(t.b.data[r])).wrapping_add(t.a.data[i].wrapping_mul(f.data[r]));
+            if p.id == 0 {
+                v = v.wrapping_add(e.data[i].wrapping_mul(f.data[r]));
+            }
+            v
+        })
+        .collect();
+    Ok(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac })
 }
