@@ -161,6 +161,12 @@ pub struct PrivateEvalCmd {
     /// Keep the first N rows of the split, in file order.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Evaluate a seeded random subset of N rows (after --limit), kept in file order (IMDb's
+    /// files are sorted by label).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
     #[arg(long, default_value_t = 128)]
     pub max_seq_len: usize,
     /// Batch size of the plaintext reference pass (private inference runs one row at a time).

@@ -265,7 +265,11 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
         bail!("{}: model head has {have} output(s), task {} needs {want}", dir.join("config.json").display(), task.name());
     }
     let enc = TextEncoder::load(&dir, c.max_seq_len, md.config.vocab_size)?;
-    let data = enc.encode(&load_split(task, &c.data, &c.split, c.limit)?)?;
+    let mut examples = load_split(task, &c.data, &c.split, c.limit)?;
+    if let Some(n) = c.sample {
+        examples = mpcformer::data::subsample(examples, n, c.sample_seed);
+    }
+    let data = enc.encode(&examples)?;
     let t = Instant::now();
     let plain = predict(&md.model, &data, c.batch_size, &Device::Cpu, |_| {})?;
     let plain_secs = t.elapsed().as_secs_f64();
