@@ -47,6 +47,12 @@ def main():
             if (d / f).exists():
                 shutil.copy(d / f, dst / f)
     teacher = {}
+    # Teachers' dev metrics from their fine-tuning summaries (eval/teachers/kd_TASK.json);
+    # a run's own evaluation of its teacher takes precedence.
+    for t in TASKS:
+        f = Path("eval/teachers") / f"kd_{t}.json"
+        if f.exists():
+            teacher[t] = json.loads(f.read_text())["best_metric"]
     for name, s in found.items():
         t = s["recipe"]["task"]
         if s.get("teacher_metric") is not None:
@@ -72,7 +78,7 @@ def main():
         if not s["finished"]:
             v += " (partial)"
         if task in teacher and teacher[task]:
-            v += f" ({100 * s['best_metric'] / teacher[task]:.0f}%)"
+            v += f" ({100 * s['best_metric'] / teacher[task]:.2f}%)"
         return v
 
     lines = ["| Method | Approx. | " + " | ".join(TASK_NAMES[t] for t in TASKS) + " |",
