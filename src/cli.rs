@@ -148,42 +148,10 @@ pub struct EvalCmd {
 
 #[derive(Debug, Args)]
 pub struct PrivateEvalCmd {
-    /// Model directory (HF format, any hidden_act/softmax_act) or hub id.
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub task: String,
-    /// The task's data directory.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "dev")]
-    pub split: String,
-    /// Keep the first N rows of the split, in file order.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Evaluate a seeded random subset of N rows (after --limit), kept in file order (IMDb's
-    /// files are sorted by label).
-    #[arg(long)]
-    pub sample: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    pub sample_seed: u64,
-    #[arg(long, default_value_t = 128)]
-    pub max_seq_len: usize,
-    /// Batch size of the plaintext reference pass (private inference runs one row at a time).
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Write per-row predictions of the private model (CSV, same layout as `kd eval`).
-    #[arg(long)]
-    pub predictions: Option<PathBuf>,
-    /// Write the metrics JSON (`kd eval`'s fields plus "mpc").
-    #[arg(long)]
-    pub output: Option<PathBuf>,
-    /// Results table to append a row to.
-    #[arg(long, default_value = "eval/results.csv")]
-    pub results: PathBuf,
-    /// Do not append to the results table.
-    #[arg(long)]
-    pub no_results: bool,
+    /// Everything `kd eval` takes (the plaintext reference pass uses --batch-size; private
+    /// inference runs one row at a time).
+    #[command(flatten)]
+    pub eval: EvalCmd,
     /// Fixed-point fractional bits (8..=20).
     #[arg(long, default_value_t = 16)]
     pub frac_bits: u32,

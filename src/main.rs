@@ -186,7 +186,9 @@ fn cmd_train(c: TrainCmd) -> Result<()> {
     Ok(())
 }
 
-fn cmd_eval(c: EvalCmd) -> Result<()> {
+/// What `kd eval` and `kd private-eval` share: the task, the model (its head checked against
+/// the task) and the encoded rows (limit, then sample).
+fn load_eval_inputs(c: &EvalCmd) -> Result<(Task, std::path::PathBuf, ModelDir, Vec<mpcformer::data::batch::Encoded>)> {
     let task = parse_task(&c.task)?;
     let dir = resolve_model(&c.model)?;
     if !c.data.is_dir() {
@@ -210,6 +212,11 @@ fn cmd_eval(c: EvalCmd) -> Result<()> {
         examples = mpcformer::data::subsample(examples, n, c.sample_seed);
     }
     let data = enc.encode(&examples)?;
+    Ok((task, dir, md, data))
+}
+
+fn cmd_eval(c: EvalCmd) -> Result<()> {
+    let (task, dir, md, data) = load_eval_inputs(&c)?;
     let t = Instant::now();
     let pb = indicatif::ProgressBar::new(data.len() as u64);
     let rows = predict(&md.model, &data, c.batch_size, &Device::Cpu, |n| pb.inc(n as u64))?;
@@ -254,22 +261,9 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
 /// `kd private-eval`: the plaintext pass and the private pass on the same rows.
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     use mpcformer::mpc::eval::{report, run_private, PrivateRow};
-    let task = parse_task(&c.task)?;
-    let dir = resolve_model(&c.model)?;
-    if !c.data.is_dir() {
-        bail!("data directory {} does not exist", c.data.display());
-    }
-    let md = ModelDir::load(&dir, None, 0, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))?;
-    let (want, have) = (task.num_labels(), md.model.num_labels);
-    if have != want || md.config.is_regression() != task.is_regression() {
-        bail!("{}: model head has {have} output(s), task {} needs {want}", dir.join("config.json").display(), task.name());
-    }
-    let enc = TextEncoder::load(&dir, c.max_seq_len, md.config.vocab_size)?;
-    let mut examples = load_split(task, &c.data, &c.split, c.limit)?;
-    if let Some(n) = c.sample {
-        examples = mpcformer::data::subsample(examples, n, c.sample_seed);
-    }
-    let data = enc.encode(&examples)?;
+    let frac_bits = c.frac_bits;
+    let c = c.eval;
+    let (task, dir, md, data) = load_eval_inputs(&c)?;
     let t = Instant::now();
     let plain = predict(&md.model, &data, c.batch_size, &Device::Cpu, |_| {})?;
     let plain_secs = t.elapsed().as_secs_f64();
@@ -278,7 +272,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     let pb = indicatif::ProgressBar::new(rows.len() as u64);
     let pb2 = pb.clone();
     let t = Instant::now();
-    let run = run_private(&md, &rows, c.frac_bits, std::sync::Arc::new(move || pb2.inc(1)))
+    let run = run_private(&md, &rows, frac_bits, std::sync::Arc::new(move || pb2.inc(1)))
         .with_context(|| format!("private inference of {}", dir.display()))?;
     pb.finish_and_clear();
     let secs = t.elapsed().as_secs_f64();
@@ -295,7 +289,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
         write_file_atomic(p, predictions_csv(&private_rows, task.is_regression()).as_bytes())?;
     }
     let plain_logits: Vec<Vec<f32>> = plain.iter().map(|r| r.logits.clone()).collect();
-    let mpc = report(&run, &plain_logits, task.is_regression(), c.frac_bits, plain_secs);
+    let mpc = report(&run, &plain_logits, task.is_regression(), frac_bits, plain_secs);
     let base = EvalReport {
         task: task.name().into(),
         split: c.split.clone(),
