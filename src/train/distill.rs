@@ -497,8 +497,11 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
                     }
                     st.stage += 1;
                     st.step = 0;
-                    opt = (st.stage <= 2).then(|| new_optimizer(&student, optim_of(st.stage)));
-                    save_state(&state_dir, &student, opt.as_ref().unwrap_or(&new_optimizer(&student, &spec)), &st, &recipe.teacher)?;
+                    // After stage 2 the finished optimizer is saved as is (a finished run never loads it).
+                    if st.stage <= 2 {
+                        opt = Some(new_optimizer(&student, optim_of(st.stage)));
+                    }
+                    save_state(&state_dir, &student, opt.as_ref().expect("optimizer exists"), &st, &recipe.teacher)?;
                     pb.finish_and_clear();
                     continue 'stages;
                 }
