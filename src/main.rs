@@ -89,7 +89,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             BenchWhat::Private(c) => cmd_bench_private(c),
             BenchWhat::Gemm(c) => {
-                let shapes = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (512, 768, 768), (128, 256, 256)];
+                let shapes = [(128, 768, 768), (128, 768, 3072), (128, 3072, 768), (512, 768, 768), (512, 768, 3072), (512, 3072, 768), (128, 256, 256)];
                 let r = mpcformer::bench::ring_gemm(&shapes, c.repeats);
                 let json = serde_json::to_string_pretty(&r)?;
                 if let Some(p) = &c.out {
