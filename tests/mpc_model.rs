@@ -14,6 +14,10 @@ use mpcformer::mpc::run::run_with_client;
 const F: u32 = 16;
 
 fn check(act: HiddenAct, sm: SoftmaxAct, tol: f64) {
+    check_at(act, sm, tol, F)
+}
+
+fn check_at(act: HiddenAct, sm: SoftmaxAct, tol: f64, f: u32) {
     let dev = Device::Cpu;
     let (layers, hidden, heads, vocab, l) = (2, 32, 4, 97, 9);
     let mut cfg = BertConfig::tiny(layers, hidden, heads, vocab);
@@ -38,13 +42,13 @@ fn check(act: HiddenAct, sm: SoftmaxAct, tol: f64) {
     let out = md.model.forward(&input, &mut Mode::Eval).unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
 
-    let shares = std::sync::Arc::new(share_weights(&named_parameters(&md).unwrap(), &cfg, F));
+    let shares = std::sync::Arc::new(share_weights(&named_parameters(&md).unwrap(), &cfg, f));
     let cfg2 = cfg.clone();
     let types2 = types.clone();
     let rows = vec![ids.clone()];
     let ((o0, p0), (o1, _), dealer, client) = run_with_client(
         move |p| {
-            let m = PrivateBert::prepare(p, &shares[p.id], &cfg2, F).unwrap();
+            let m = PrivateBert::prepare(p, &shares[p.id], &cfg2, f).unwrap();
             let mut tr = Trace::default();
             let logits = m.forward(p, &types2, Some(&mut tr)).unwrap();
             let mut all: Vec<_> = tr.hidden_states.into_iter().map(|s| s.ring).collect();
@@ -52,7 +56,7 @@ fn check(act: HiddenAct, sm: SoftmaxAct, tol: f64) {
             all.push(logits.ring);
             all
         },
-        move |links| client_session(links, &rows, vocab, 3, F).unwrap(),
+        move |links| client_session(links, &rows, vocab, 3, f).unwrap(),
     );
     let names: Vec<String> = (0..=layers)
         .map(|i| if i == 0 { "embeddings".to_string() } else { format!("layer {}", i - 1) })
@@ -65,7 +69,7 @@ fn check(act: HiddenAct, sm: SoftmaxAct, tol: f64) {
     for (k, (name, want)) in names.iter().zip(&wants).enumerate() {
         let got = o0[k].add(&o1[k]);
         assert_eq!(got.len(), want.len(), "{name}: size");
-        let worst = got.data.iter().zip(want).map(|(&g, &w)| (decode(g, F) - w as f64).abs()).fold(0.0, f64::max);
+        let worst = got.data.iter().zip(want).map(|(&g, &w)| (decode(g, f) - w as f64).abs()).fold(0.0, f64::max);
         report.push(format!("{name} {worst:.1e}"));
         assert!(worst < tol, "{act:?}+{sm:?} {name}: max |private − plaintext| = {worst} ({report:?})");
     }
@@ -116,4 +120,13 @@ fn out_of_vocabulary_token_is_a_clear_error() {
     let rows = vec![mpcformer::mpc::eval::PrivateRow { ids: vec![1, 12, 3], type_ids: vec![0; 3] }];
     let e = mpcformer::mpc::eval::run_private(&md, &rows, F, std::sync::Arc::new(|| {})).err().expect("must fail");
     assert!(e.to_string().contains("token id 12"), "{e}");
+}
+
+/// At 20 fractional bits an untruncated square times a reciprocal with 8 extra bits would sit at
+/// scale 3f + 8 = 68 > 62 (2Quad), and 2ReLU's extra bits at 2f + 28 = 68: both must adapt.
+#[test]
+fn approximations_hold_at_20_fractional_bits() {
+    check_at(HiddenAct::Quad, SoftmaxAct::TwoQuad, 2e-3, 20);
+    check_at(HiddenAct::Relu, SoftmaxAct::TwoRelu, 2e-3, 20);
+    check_at(HiddenAct::Gelu, SoftmaxAct::Softmax, 2e-3, 20);
 }

@@ -266,6 +266,29 @@ fn private_reciprocal_over_a_wide_range() {
     assert_eq!(p0.totals().rounds, 25);
 }
 
+/// reciprocal_ext at 8 extra bits for f = 16, 18, 20, from one ulp (1/x = 2^f, the 2ReLU row
+/// with no positive score) to 3e4: no intermediate may pass the truncation's 2^62 bound.
+#[test]
+fn private_reciprocal_ext_from_one_ulp_at_16_to_20_bits() {
+    for f in [16u32, 18, 20] {
+        let ulp = 2f64.powi(-(f as i32));
+        let mut xs: Vec<f64> = vec![ulp, 2.0 * ulp, 3.0 * ulp, 100.0 * ulp];
+        xs.extend((0..40).map(|i| 1e-3 * 10f64.powf(i as f64 * 7.5 / 39.0)));
+        let x = RingTensor::new(&[xs.len()], xs.iter().map(|&v| mpcformer::mpc::fixed::encode(v, f)).collect());
+        let sh = shares(&x);
+        let ((o0, _), (o1, _), _) = run_local(move |p| {
+            mpcformer::mpc::approx::reciprocal_ext(p, &Share { ring: sh[p.id].clone(), frac: f }, 8).unwrap().ring
+        });
+        let z = o0.add(&o1);
+        for (i, &v) in xs.iter().enumerate() {
+            let xq = decode(x.data[i], f);
+            let got = decode(z.data[i], f + 8);
+            let want = 1.0 / xq;
+            assert!((got - want).abs() <= (2e-4 * want).max(4.0 * ulp / 256.0), "f={f}: 1/{v} (encoded {xq}): {got} vs {want}");
+        }
+    }
+}
+
 #[test]
 fn private_2quad_and_2relu_match_plaintext() {
     let (rows, l) = (6, 9);

@@ -43,14 +43,21 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
-/// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). The final
-/// product w·2^(2f+s−k) must stay below 2^62: any positive x for s ≤ 8 (f = 16), x ≥ 2^−8 for
-/// s = 16. Same 25 rounds.
+/// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). Any
+/// positive x with 2f + s ≤ 61 (the result, ≤ 2^(2f+s) in the ring, is representable; the
+/// final products are split so that none passes the truncation's 2^62 bound). Same 25 rounds.
 pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
     let f = x.frac;
     assert!(2 * f + s <= 61, "reciprocal: scale {f} + {s} too large");
-    // d = 2^(f+s−k) at scale f, i.e. the integer 2^(2f+s−k) (0 when k > 2f + s).
-    let (u, d) = normalise(p, x, |k| if k <= 2 * f + s { 1u64 << (2 * f + s - k) } else { 0 })?;
+    // 1/x = w·2^(f−k), i.e. w's ring value times 2^(f+s−k) at scale f + s. For k ≤ f + s that
+    // is an integer multiplier (d_hi, no truncation); above, d_lo = 2^(2f+s−k) and one
+    // truncation by f. One factor 2^(2f+s−k) for all k would put w·d at 2^(3f+s−k), past the
+    // truncation's 2^62 bound for tiny x once 3f + s > 61 (f ≥ 18 with s = 8).
+    let hi = |k: u32| if k <= f + s { 1u64 << (f + s - k) } else { 0 };
+    let lo = |k: u32| if k > f + s && k <= 2 * f + s { 1u64 << (2 * f + s - k) } else { 0 };
+    let (u, mut ds) = normalise(p, x, &[&hi, &lo])?;
+    let d_lo = ds.pop().expect("two factors");
+    let d_hi = ds.pop().expect("two factors");
     // (8/17)·u needs a product by a public fixed-point constant: scale by round(8/17·2^f), truncate.
     let slope = super::fixed::encode(8.0 / 17.0, f);
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
@@ -65,16 +72,15 @@ pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, Channel
         let we = mul_raw(p, &w, &e)?;
         w = truncate(p, &we, 2 * f)?;
     }
-    let r = mul_raw(p, &w, &d)?;
-    let mut out = truncate(p, &Share { ring: r.ring, frac: f + f }, f)?;
-    out.frac = f + s;
-    Ok(out)
+    let r = mul_many_raw(p, &[(&w, &d_hi), (&w, &d_lo)])?;
+    let low = truncate(p, &Share { ring: r[1].ring.clone(), frac: f + f }, f)?;
+    Ok(Share { ring: r[0].ring.add(&low.ring), frac: f + s })
 }
 
 /// Leading-bit normalisation of a positive x (|x·2^f| < 2^62), 16 rounds: returns u ∈ [1, 2) at
 /// scale f with x = u·2^(k−f), and Σᵢ [k = i]·factor(i) as shares (public per-position
 /// constants combined with the one-hot leading bit; `factor` is an encoded ring value).
-fn normalise(p: &mut Party, x: &Share, factor: impl Fn(u32) -> u64) -> Result<(Share, Share), ChannelError> {
+fn normalise(p: &mut Party, x: &Share, factors: &[&dyn Fn(u32) -> u64]) -> Result<(Share, Vec<Share>), ChannelError> {
     let f = x.frac;
     assert!(2 * f < 62, "normalise: scale {f} too large");
     let n = x.ring.len();
@@ -93,19 +99,21 @@ fn normalise(p: &mut Party, x: &Share, factor: impl Fn(u32) -> u64) -> Result<(S
     let flat = RingTensor::new(&[n * per], (0..n * per).map(|j| (h.data[j / per] >> (j % per)) & 1).collect());
     let a = bit_to_arith(p, &flat)?;
     let mut c = vec![0u64; n];
-    let mut d = vec![0u64; n];
+    let mut d = vec![vec![0u64; n]; factors.len()];
     for e in 0..n {
         for i in 0..per {
             let bit = a.ring.data[e * per + i];
             c[e] = c[e].wrapping_add(bit.wrapping_mul(1u64 << (61 - i)));
-            d[e] = d[e].wrapping_add(bit.wrapping_mul(factor(i as u32)));
+            for (dj, factor) in d.iter_mut().zip(factors) {
+                dj[e] = dj[e].wrapping_add(bit.wrapping_mul(factor(i as u32)));
+            }
         }
     }
     let c = Share { ring: RingTensor::new(&shape, c), frac: 0 };
     // x·c ∈ [2^61, 2^62): inside the truncation's domain.
     let v = mul_raw(p, &Share { ring: x.ring.clone(), frac: 61 }, &c)?;
     let u = truncate(p, &v, 61 - f)?;
-    Ok((u, Share { ring: RingTensor::new(&shape, d), frac: f }))
+    Ok((u, d.into_iter().map(|dj| Share { ring: RingTensor::new(&shape, dj), frac: f }).collect()))
 }
 
 /// 1/√x for shared positive x, by the same normalisation: x = u·2^(k−f), u ∈ [1, 2), so
@@ -120,7 +128,9 @@ pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// c/√x for a public c > 0 (folded into the per-leading-bit constants: no extra round).
 pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let f = x.frac;
-    let (u, d) = normalise(p, x, |k| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f))?;
+    let factor = |k: u32| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f);
+    let (u, mut ds) = normalise(p, x, &[&factor])?;
+    let d = ds.pop().expect("one factor");
     let slope = super::fixed::encode(0.2929, f);
     let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let y0 = p.public_term(super::fixed::encode(1.2740, f));
@@ -158,20 +168,32 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
 /// and one row-broadcast product (27 rounds). q may be at a higher scale than `out_frac` (an
 /// untruncated square): the row sums are truncated to `out_frac` for the reciprocal, and the
 /// final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
+///
+/// The product q·(1/Σq) ≤ 1 sits at scale q.frac + out_frac + s and must stay below the
+/// truncation's 2^62 bound; when it would not (an untruncated square at f ≥ 18: 3f + 8 ≥ 62),
+/// q itself is truncated to `out_frac` in the same round as its row sums.
 fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Share, ChannelError> {
-    let mut sums = row_sums(q);
+    let mut q = q.clone();
+    let mut sums = row_sums(&q);
     if q.frac > out_frac {
-        sums = truncate(p, &sums, q.frac - out_frac)?;
+        if q.frac + out_frac + s > 61 {
+            let shift = q.frac - out_frac;
+            let mut t = truncate_many(p, &[sums, q], shift)?;
+            q = t.pop().expect("two shares");
+            sums = t.pop().expect("two shares");
+        } else {
+            sums = truncate(p, &sums, q.frac - out_frac)?;
+        }
     }
     let inv = reciprocal_ext(p, &sums, s)?;
-    let z = super::protocol::mul_rows_raw(p, q, &inv)?;
+    let z = super::protocol::mul_rows_raw(p, &q, &inv)?;
     truncate(p, &z, z.frac - out_frac)
 }
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
 /// private inference has no padding keys). The square stays untruncated at scale 2f (its row
 /// sums are truncated instead, one value per row), and q·(1/Σ) ≤ 1 at scale 3f + 8 < 2^62 is
-/// truncated once. 29 rounds: square 1, row-sum truncation 1, reciprocal 25, product 2.
+/// truncated once (for f ≥ 18, where 3f + 8 ≥ 62, q is truncated together with its sums). 29 rounds: square 1, row-sum truncation 1, reciprocal 25, product 2.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
@@ -193,10 +215,12 @@ pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let inv = reciprocal_ext(p, &Share { ring: sums.ring.add_scalar(eps), frac: f }, 8)?;
     let invb = broadcast_rows(&inv, &r.ring.shape);
     let q = super::protocol::mul_rows_raw(p, &r, &inv)?;
-    const EXTRA: u32 = 20;
-    let k = ((1u64 << EXTRA) as f64 / l as f64).round() as u64;
-    let z = q.ring.scale(1u64 << EXTRA).add(&invb.ring.scale(k));
-    truncate(p, &Share { ring: z, frac: q.frac + EXTRA }, q.frac + EXTRA - f)
+    // As many extra bits as the truncation's 2^62 bound leaves above q's scale 2f + 8 (20 at
+    // f ≤ 16, 13 at f = 20): q·2^EXTRA ≤ 2^(2f + 8 + EXTRA) must stay below 2^62.
+    let extra: u32 = 20u32.min(61 - q.frac);
+    let k = ((1u64 << extra) as f64 / l as f64).round() as u64;
+    let z = q.ring.scale(1u64 << extra).add(&invb.ring.scale(k));
+    truncate(p, &Share { ring: z, frac: q.frac + extra }, q.frac + extra - f)
 }
 
 // ---------------------------------------------------------------------------------------------
