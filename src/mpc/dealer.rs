@@ -9,7 +9,7 @@
 
 use super::channel::{from_bytes, to_bytes, Channel, ChannelError};
 use super::prg::{Prg, Seed};
-use super::ring::{matmul_u64, RingTensor};
+use super::ring::{matmul_packed, matmul_u64, PackedB, RingTensor};
 
 /// What a party asks the dealer for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +121,10 @@ pub fn embed_mask(seed_words: &[u64], m: usize, v: usize) -> RingTensor {
 pub struct Dealer {
     prg0: Prg,
     prg1: Prg,
-    /// Registered weight masks B (the dealer alone knows them in the clear).
-    masks: std::collections::HashMap<u64, RingTensor>,
+    /// Registered weight masks B (the dealer alone knows them in the clear), packed once for
+    /// the GEMM kernel: every inference multiplies by them again (repacking the 30522×H
+    /// embedding mask per inference cost more than the product's arithmetic).
+    masks: std::collections::HashMap<u64, PackedB>,
     /// Both parties' seeds of the current embedding lookup.
     embed_seeds: (Vec<u64>, Vec<u64>),
     pub bytes_sent: u64,
@@ -177,7 +179,7 @@ impl Dealer {
             }
             Request::WeightMask { id, k, n } => {
                 let b = self.prg0.ring(&[k, n]).add(&self.prg1.ring(&[k, n]));
-                self.masks.insert(id, b);
+                self.masks.insert(id, PackedB::new(&b.data, k, n));
                 vec![]
             }
             Request::MatMulFixed { id, m } => {
@@ -185,10 +187,10 @@ impl Dealer {
                     // Unknown handle: a protocol bug on the parties' side; answer nothing usable.
                     return vec![];
                 };
-                let (k, n) = (b.shape[0], b.shape[1]);
+                let (k, n) = b.dims();
                 let (a0, c0) = (self.prg0.ring(&[m, k]), self.prg0.ring(&[m, n]));
                 let a = a0.add(&self.prg1.ring(&[m, k]));
-                RingTensor::new(&[m, n], matmul_u64(&a.data, &b.data, m, k, n)).sub(&c0).data
+                RingTensor::new(&[m, n], matmul_packed(&a.data, m, b)).sub(&c0).data
             }
             Request::EdaBit { n } => {
                 let (r0, rb0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]));
@@ -228,10 +230,10 @@ impl Dealer {
                 let Some(b) = self.masks.get(&id) else {
                     return vec![];
                 };
-                let (v, h) = (b.shape[0], b.shape[1]);
+                let (v, h) = b.dims();
                 let c0 = self.prg0.ring(&[m, h]);
                 let a = embed_mask(&self.embed_seeds.0, m, v).add(&embed_mask(&self.embed_seeds.1, m, v));
-                RingTensor::new(&[m, h], matmul_u64(&a.data, &b.data, m, v, h)).sub(&c0).data
+                RingTensor::new(&[m, h], matmul_packed(&a.data, m, b)).sub(&c0).data
             }
         }
     }

@@ -134,6 +134,11 @@ impl PackedB {
         });
         Self { panels, k, n }
     }
+
+    /// [k, n] of the packed matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
 }
 
 /// A's rows in MR-row blocks, k-major inside a block (`block[kk·MR + r]`); rows past m are 0.
