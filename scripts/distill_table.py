@@ -27,6 +27,14 @@ METHODS = [
 ]
 
 
+def agreement(name, s):
+    """train.json's teacher_agreement: argmax agreement in %, or Pearson r for STS-B."""
+    a = s.get("teacher_agreement")
+    if a is None:
+        return "—"
+    return f"r = {a:.3f}" if name.startswith("stsb") else f"{100 * a:.1f}%"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="checkpoints/students")
@@ -89,17 +97,18 @@ def main():
         if not any(f"{t}-{suffix}" in found for t in TASKS):
             continue
         lines.append(f"| {label} | {approx} | " + " | ".join(cell(t, suffix) for t in TASKS) + " |")
-    timing = ["| Run | stage 1 steps | stage 1 wall s | stage 1 ex/s | stage 2 steps | stage 2 wall s | stage 2 ex/s |",
-              "|---|---|---|---|---|---|---|"]
+    timing = ["| Run | stage 1 steps | stage 1 wall s | stage 1 ex/s | stage 2 steps | stage 2 wall s | stage 2 ex/s | agreement with teacher (dev) |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, s in sorted(found.items()):
         s1 = s.get("stage1") or {}
         s2 = s["stage2"]
         timing.append(f"| {name} | {s1.get('steps', 0)} | {s1.get('seconds', 0):.0f} | {s1.get('examples_per_second', 0):.1f} | "
-                      f"{s2['steps']} | {s2['seconds']:.0f} | {s2['examples_per_second']:.1f} |")
+                      f"{s2['steps']} | {s2['seconds']:.0f} | {s2['examples_per_second']:.1f} | {agreement(name, s)} |")
     (out / "table.md").write_text(
         "<!-- written by scripts/distill_table.py from checkpoints/students/*/train.json -->\n"
         "Dev metric x100 (best stage-2 checkpoint); in brackets the fraction of the teacher's dev metric.\n\n"
-        + "\n".join(lines) + "\n\nWall time per stage (training steps only; dev evaluation excluded):\n\n"
+        + "\n".join(lines) + "\n\nWall time per stage (training steps only; dev evaluation excluded), and how often the best\n"
+        "student's dev prediction equals the teacher's (STS-B: correlation of the two outputs):\n\n"
         + "\n".join(timing) + "\n")
     print((out / "table.md").read_text())
 

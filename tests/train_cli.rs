@@ -71,10 +71,23 @@ optimizer = {{ kind = "bertadam", lr = 1e-4, schedule = {{ kind = "bert_warmup_l
 }
 
 /// The teacher: MiniLM with a seeded 2-class head (its quality does not matter here).
+/// MiniLM with a 2-label head, saved with the head (so every command loads the same teacher).
 fn teacher() -> tempfile::TempDir {
-    common::minilm_variant(|c| {
+    let src = common::minilm_variant(|c| {
         c["num_labels"] = 2.into();
-    })
+    });
+    let dev = candle_core::Device::Cpu;
+    let md = mpcformer::model::ModelDir::load(src.path(), None, 0, &dev).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("teacher");
+    mpcformer::model::checkpoint::save_model(&out, &md.varmap, &md.config, src.path()).unwrap();
+    // Keep the TempDir handle, but point it at the saved checkpoint's contents.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    std::fs::remove_dir(&out).unwrap();
+    dir
 }
 
 #[test]
@@ -159,6 +172,23 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path().join("e.json")).unwrap()).unwrap();
     let best = summary["best_metric"].as_f64().unwrap();
     assert!((e["metrics"]["accuracy"].as_f64().unwrap() - best).abs() < 1e-9, "eval {e} vs best {best}");
+
+    // Teacher agreement = argmax agreement of the two models' `kd eval` predictions on dev.
+    let mut classes = vec![];
+    for (model, csv) in [("full", "s.csv"), (teacher.path().to_str().unwrap(), "t.csv")] {
+        let o = kd(
+            &["eval", "--model", model, "--task", "sst2", "--data", sst2.to_str().unwrap(), "--limit", "16",
+              "--no-results", "--predictions", csv],
+            t.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let body = std::fs::read_to_string(t.path().join(csv)).unwrap();
+        classes.push(body.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().to_string()).collect::<Vec<_>>());
+    }
+    let same = classes[0].iter().zip(&classes[1]).filter(|(a, b)| a == b).count();
+    assert_eq!(classes[0].len(), 16);
+    let want = same as f64 / 16.0;
+    assert!((summary["teacher_agreement"].as_f64().unwrap() - want).abs() < 1e-9, "{} vs {want}", summary["teacher_agreement"]);
 
     // A different recipe on an existing run is refused.
     let o = kd(&["train", "--recipe", "r.toml", "--out", "full", "--seed", "6"], t.path());

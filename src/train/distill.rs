@@ -100,6 +100,9 @@ pub struct TrainSummary {
     pub best_metrics: Option<Metrics>,
     /// best_metric / teacher_metric.
     pub fraction_of_teacher: Option<f64>,
+    /// How closely the best student follows its teacher on dev, independent of the labels:
+    /// argmax agreement (classification) or the Pearson correlation of the outputs (STS-B).
+    pub teacher_agreement: Option<f64>,
     pub stage1: Option<StageSummary>,
     pub stage2: StageSummary,
     pub student: Option<StudentReport>,
@@ -518,6 +521,13 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
         }
     }
 
+    let finished = st.stage > 2;
+    let teacher_agreement = if finished && !dev.is_empty() && out.join("model.safetensors").exists() {
+        let best = ModelDir::load(out, None, recipe.seed, device)?;
+        agreement(&teacher, &best, &dev, recipe, device)?
+    } else {
+        None
+    };
     let summary = TrainSummary {
         recipe: recipe.clone(),
         primary_metric: recipe.task.primary_metric().to_string(),
@@ -530,6 +540,7 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
             (Some(b), Some(t)) => Some(b / t.primary(recipe.task)),
             _ => None,
         },
+        teacher_agreement,
         stage1: (steps[0] > 0).then(|| StageSummary {
             steps: steps[0],
             seconds: st.seconds[0],
@@ -542,10 +553,31 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
         },
         student: student_report,
         resumed,
-        finished: st.stage > 2,
+        finished,
     };
     write_file_atomic(&out.join("train.json"), serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes())?;
     Ok(summary)
+}
+
+/// Student-vs-teacher agreement on dev (see `TrainSummary::teacher_agreement`).
+fn agreement(
+    teacher: &ModelDir,
+    student: &ModelDir,
+    dev: &[Encoded],
+    recipe: &Recipe,
+    device: &Device,
+) -> Result<Option<f64>, TrainError> {
+    let t = predict(&teacher.model, dev, recipe.eval_batch_size, device, |_| {})?;
+    let s = predict(&student.model, dev, recipe.eval_batch_size, device, |_| {})?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(if recipe.task.is_regression() {
+        let out = |rows: &[crate::eval::PredRow]| rows.iter().map(|r| r.logits[0] as f64).collect::<Vec<_>>();
+        crate::eval::metrics::pearson(&out(&t), &out(&s))
+    } else {
+        t.iter().zip(&s).filter(|(a, b)| a.class() == b.class()).count() as f64 / t.len() as f64
+    }))
 }
 
 fn evaluate(md: &ModelDir, dev: &[Encoded], recipe: &Recipe, device: &Device) -> Result<Option<Metrics>, TrainError> {
