@@ -263,7 +263,7 @@ fn private_reciprocal_over_a_wide_range() {
         let want = 1.0 / xq;
         assert!((got - want).abs() <= (2e-3 * want).max(3.0 * ulp), "1/{v} (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 25);
+    assert_eq!(p0.totals().rounds, 24);
 }
 
 /// reciprocal_ext at 8 extra bits for f = 16, 18, 20, from one ulp (1/x = 2^f, the 2ReLU row
@@ -339,7 +339,7 @@ fn private_rsqrt_over_a_wide_range() {
         let (got, want) = (decode(z.data[i], F), 1.0 / xq.sqrt());
         assert!((got - want).abs() <= (2e-3 * want).max(4.0 * ulp), "1/sqrt({v}) (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 27);
+    assert_eq!(p0.totals().rounds, 26);
 }
 
 #[test]
@@ -366,7 +366,8 @@ fn private_layer_norm_matches_plaintext() {
             assert!((got - want).abs() < 5e-3, "row {r} col {j}: {got} vs {want}");
         }
     }
-    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 27 + 2);
+    // mean, products, truncation, normalisation 16, Newton 8 (with (x − μ)γ·d riding along), final product 2.
+    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 16 + 8 + 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,7 +516,7 @@ fn private_softmax_matches_f64() {
             }
         }
         let levels = (usize::BITS - (l - 1).leading_zeros()) as u64;
-        assert_eq!(rounds, 8 * levels + 22 + 25 + 2, "softmax rounds for L = {l}");
+        assert_eq!(rounds, 8 * levels + 22 + 24 + 2, "softmax rounds for L = {l}");
     }
 }
 

@@ -36,7 +36,7 @@ use super::ring::RingTensor;
 ///    a result ≤ 1; a third step, 1.5e−10, bought nothing at 16 fractional bits; 6 rounds);
 /// 5. 1/x = w·2^(f−k) = w·d / 2^f (one product, one truncation).
 ///
-/// 25 rounds in all. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
+/// 24 rounds in all (the slope product of step 4 rides along with step 3's). x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
 /// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     reciprocal_ext(p, x, 0)
@@ -45,7 +45,7 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
 /// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). Any
 /// positive x with 2f + s ≤ 61 (the result, ≤ 2^(2f+s) in the ring, is representable; the
-/// final products are split so that none passes the truncation's 2^62 bound). Same 25 rounds.
+/// final products are split so that none passes the truncation's 2^62 bound). Same 24 rounds.
 pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
     let f = x.frac;
     assert!(2 * f + s <= 61, "reciprocal: scale {f} + {s} too large");
@@ -55,12 +55,9 @@ pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, Channel
     // truncation's 2^62 bound for tiny x once 3f + s > 61 (f ≥ 18 with s = 8).
     let hi = |k: u32| if k <= f + s { 1u64 << (f + s - k) } else { 0 };
     let lo = |k: u32| if k > f + s && k <= 2 * f + s { 1u64 << (2 * f + s - k) } else { 0 };
-    let (u, mut ds) = normalise(p, x, &[&hi, &lo])?;
+    let (u, su, mut ds) = normalise(p, x, 8.0 / 17.0, &[&hi, &lo])?;
     let d_lo = ds.pop().expect("two factors");
     let d_hi = ds.pop().expect("two factors");
-    // (8/17)·u needs a product by a public fixed-point constant: scale by round(8/17·2^f), truncate.
-    let slope = super::fixed::encode(8.0 / 17.0, f);
-    let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let w0 = p.public_term(super::fixed::encode(24.0 / 17.0, f));
     let mut w = Share { ring: su.ring.neg().add_scalar(w0), frac: f };
     // Each step in 3 rounds: u·w stays at scale 2f (no truncation), 2 − u·w is formed there,
@@ -78,9 +75,17 @@ pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, Channel
 }
 
 /// Leading-bit normalisation of a positive x (|x·2^f| < 2^62), 16 rounds: returns u ∈ [1, 2) at
-/// scale f with x = u·2^(k−f), and Σᵢ [k = i]·factor(i) as shares (public per-position
-/// constants combined with the one-hot leading bit; `factor` is an encoded ring value).
-fn normalise(p: &mut Party, x: &Share, factors: &[&dyn Fn(u32) -> u64]) -> Result<(Share, Vec<Share>), ChannelError> {
+/// scale f with x = u·2^(k−f), slope·u (for the linear initial guess of the Newton iterations,
+/// from the same product round and truncation as u instead of a truncation of its own), and
+/// Σᵢ [k = i]·factor(i) as shares (public per-position constants combined with the one-hot
+/// leading bit; each `factor` is an encoded ring value). slope·u keeps ≥ 16 significant bits
+/// while x < 2^(44 − f) (its per-position constants are round(slope·2^(61−k))).
+fn normalise(
+    p: &mut Party,
+    x: &Share,
+    slope: f64,
+    factors: &[&dyn Fn(u32) -> u64],
+) -> Result<(Share, Share, Vec<Share>), ChannelError> {
     let f = x.frac;
     assert!(2 * f < 62, "normalise: scale {f} too large");
     let n = x.ring.len();
@@ -99,28 +104,35 @@ fn normalise(p: &mut Party, x: &Share, factors: &[&dyn Fn(u32) -> u64]) -> Resul
     let flat = RingTensor::new(&[n * per], (0..n * per).map(|j| (h.data[j / per] >> (j % per)) & 1).collect());
     let a = bit_to_arith(p, &flat)?;
     let mut c = vec![0u64; n];
+    let mut cb = vec![0u64; n];
     let mut d = vec![vec![0u64; n]; factors.len()];
+    let slopes: Vec<u64> = (0..per).map(|i| (slope * 2f64.powi(61 - i as i32)).round() as u64).collect();
     for e in 0..n {
-        for i in 0..per {
+        for (i, &slope_i) in slopes.iter().enumerate() {
             let bit = a.ring.data[e * per + i];
             c[e] = c[e].wrapping_add(bit.wrapping_mul(1u64 << (61 - i)));
+            cb[e] = cb[e].wrapping_add(bit.wrapping_mul(slope_i));
             for (dj, factor) in d.iter_mut().zip(factors) {
                 dj[e] = dj[e].wrapping_add(bit.wrapping_mul(factor(i as u32)));
             }
         }
     }
     let c = Share { ring: RingTensor::new(&shape, c), frac: 0 };
-    // x·c ∈ [2^61, 2^62): inside the truncation's domain.
-    let v = mul_raw(p, &Share { ring: x.ring.clone(), frac: 61 }, &c)?;
-    let u = truncate(p, &v, 61 - f)?;
-    Ok((u, d.into_iter().map(|dj| Share { ring: RingTensor::new(&shape, dj), frac: f }).collect()))
+    let cb = Share { ring: RingTensor::new(&shape, cb), frac: 0 };
+    // x·c ∈ [2^61, 2^62) and x·cb = slope·x·c < 2^62 (slope < 1): inside the truncation's domain.
+    let xs = Share { ring: x.ring.clone(), frac: 61 };
+    let v = mul_many_raw(p, &[(&xs, &c), (&xs, &cb)])?;
+    let mut t = truncate_many(p, &v, 61 - f)?;
+    let bu = t.pop().expect("two products");
+    let u = t.pop().expect("two products");
+    Ok((u, bu, d.into_iter().map(|dj| Share { ring: RingTensor::new(&shape, dj), frac: f }).collect()))
 }
 
 /// 1/√x for shared positive x, by the same normalisation: x = u·2^(k−f), u ∈ [1, 2), so
 /// 1/√x = (1/√u)·2^(−(k−f)/2), the second factor a public constant per leading-bit position.
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
 /// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 1.8e−6,
-/// below the output resolution at 16 fractional bits). 16 + 1 + 8 + 2 = 27 rounds.
+/// below the output resolution at 16 fractional bits). 16 + 8 + 2 = 26 rounds.
 pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     rsqrt_scaled(p, x, 1.0)
 }
@@ -128,25 +140,55 @@ pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// c/√x for a public c > 0 (folded into the per-leading-bit constants: no extra round).
 pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let f = x.frac;
+    let (y, d) = rsqrt_parts(p, x, c, None)?;
+    let r = mul_raw(p, &y, &d.expect("factor"))?;
+    truncate(p, &r, f)
+}
+
+/// v ∘ (c/√x) per row, for v [rows, l] and positive x [rows], in 2 rounds after the Newton
+/// iterations instead of 4: v·d (the per-leading-bit constant) is formed and truncated inside
+/// the first iteration's rounds, then multiplied by the converged 1/√u once. LayerNorm's
+/// (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real terms.
+pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, c: f64, v: &Share) -> Result<Share, ChannelError> {
+    let f = x.frac;
+    let (y, vd) = rsqrt_parts(p, x, c, Some(v))?;
+    let vd = vd.expect("v·d");
+    let z = super::protocol::mul_rows_raw(p, &vd, &y)?;
+    truncate(p, &z, f)
+}
+
+/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`: normalisation (16 rounds), the
+/// linear initial guess (its slope from the normalisation's own product), two Newton steps
+/// (8 rounds). Returns 1/√u and either d (when `v` is None) or trunc(v ∘ d) computed in the
+/// first Newton step's rounds.
+fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Option<Share>), ChannelError> {
+    let f = x.frac;
     let factor = |k: u32| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f);
-    let (u, mut ds) = normalise(p, x, &[&factor])?;
+    let (u, su, mut ds) = normalise(p, x, 0.2929, &[&factor])?;
     let d = ds.pop().expect("one factor");
-    let slope = super::fixed::encode(0.2929, f);
-    let su = truncate(p, &Share { ring: u.ring.scale(slope), frac: 2 * f }, f)?;
     let y0 = p.public_term(super::fixed::encode(1.2740, f));
     let mut y = Share { ring: su.ring.neg().add_scalar(y0), frac: f };
+    let mut vd: Option<Share> = None;
     // Each step in 4 rounds: y² and u·y in one batched product and one batched truncation,
     // then u·y·y² untruncated (scale 2f), 3y − u·y³ formed there and halved by the truncation.
-    for _ in 0..2 {
-        let raw = mul_many_raw(p, &[(&y, &y), (&u, &y)])?;
-        let tr = truncate_many(p, &raw, f)?;
+    for step in 0..2 {
+        let elem = [(&y, &y), (&u, &y)];
+        let (raw, mut rows) = match (step, v) {
+            (0, Some(v)) => super::protocol::mul_raw_with_rows(p, &elem, &[(v, &d)])?,
+            _ => (mul_many_raw(p, &elem)?, vec![]),
+        };
+        let mut all = raw;
+        all.append(&mut rows);
+        let mut tr = truncate_many(p, &all, f)?;
+        if tr.len() == 3 {
+            vd = tr.pop();
+        }
         let uy3 = mul_raw(p, &tr[1], &tr[0])?;
         let three_y = y.ring.scale(3u64 << f);
         y = truncate(p, &Share { ring: three_y.sub(&uy3.ring), frac: 2 * f }, f + 1)?;
         y.frac = f;
     }
-    let r = mul_raw(p, &y, &d)?;
-    truncate(p, &r, f)
+    Ok((y, if v.is_some() { vd } else { Some(d) }))
 }
 
 /// Sum over the last axis (local), [rows, L] → [rows].
@@ -165,7 +207,7 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
 }
 
 /// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits
-/// and one row-broadcast product (27 rounds). q may be at a higher scale than `out_frac` (an
+/// and one row-broadcast product (26 rounds). q may be at a higher scale than `out_frac` (an
 /// untruncated square): the row sums are truncated to `out_frac` for the reciprocal, and the
 /// final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
 ///
@@ -193,7 +235,7 @@ fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Sha
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
 /// private inference has no padding keys). The square stays untruncated at scale 2f (its row
 /// sums are truncated instead, one value per row), and q·(1/Σ) ≤ 1 at scale 3f + 8 < 2^62 is
-/// truncated once (for f ≥ 18, where 3f + 8 ≥ 62, q is truncated together with its sums). 29 rounds: square 1, row-sum truncation 1, reciprocal 25, product 2.
+/// truncated once (for f ≥ 18, where 3f + 8 ≥ 62, q is truncated together with its sums). 28 rounds: square 1, row-sum truncation 1, reciprocal 24, product 2.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
@@ -204,7 +246,7 @@ pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError>
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
 /// With inv = 1/(Σ relu + ε) (at f + 8 bits) the numerator's ε/L·inv is inv_ring/L at the
-/// product's scale, added at 20 extra bits and removed by the product's single truncation. 35 rounds (relu 8, 25, 2).
+/// product's scale, added at 20 extra bits and removed by the product's single truncation. 34 rounds (relu 8, 24, 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let f = s.frac;
     let r = super::compare::relu(p, s)?;
@@ -343,7 +385,7 @@ pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 8·⌈log₂ L⌉ + 22 + 25 + 2
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 8·⌈log₂ L⌉ + 22 + 24 + 2
 /// (L = 128: 105). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;

@@ -1,14 +1,16 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 32 rounds per call:
+//! secret-shared model weights. Mirrors `model/norm.rs`. 29 rounds per call:
 //! mean 1; (x − μ)² and (x − μ)·γ in one batched product and one batched truncation (the γ
-//! product does not wait for the statistics); rsqrt 27 with the 1/H of the variance folded into
-//! its public constants (√H/√(Σ(x − μ)² + H·ε) = 1/√(σ² + ε)); the final product 2.
+//! product does not wait for the statistics); then `rsqrt_scaled_times` 26: normalisation 16,
+//! two Newton steps 8 — with (x − μ)·γ times the per-leading-bit constant riding along in the
+//! first step's rounds — and one final row product 2. The 1/H of the variance is folded into
+//! the public constants (√H/√(Σ(x − μ)² + H·ε) = 1/√(σ² + ε)).
 
 use super::channel::ChannelError;
 use super::fixed::encode;
 use super::party::{Party, Share};
-use super::protocol::{mul, truncate};
+use super::protocol::truncate;
 use super::ring::RingTensor;
 
 /// Multiply by a public real constant (fixed-point, one truncation).
@@ -49,7 +51,6 @@ pub fn layer_norm(p: &mut Party, x: &Share, gamma: &Share, beta: &Share, eps: f6
         (0..rows).map(|r| raw[0].ring.data[r * h..(r + 1) * h].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
     let tr = super::protocol::truncate_many(p, &[Share { ring: RingTensor::new(&[rows], ss), frac: 2 * f }, raw[1].clone()], f)?;
     let e = p.public_term(encode(eps * h as f64, f).max(1));
-    let inv = super::approx::rsqrt_scaled(p, &Share { ring: tr[0].ring.add_scalar(e), frac: f }, (h as f64).sqrt())?;
-    let y = mul(p, &tr[1], &Share { ring: per_row(&inv, h), frac: f })?;
+    let y = super::approx::rsqrt_scaled_times(p, &Share { ring: tr[0].ring.add_scalar(e), frac: f }, (h as f64).sqrt(), &tr[1])?;
     Ok(Share { ring: y.ring.add(&per_col(beta, rows)), frac: f })
 }

@@ -324,3 +324,76 @@ pub fn mul_rows_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, Channe
         .collect();
     Ok(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac })
 }
+
+/// Elementwise products (one Beaver triple over their concatenation) and row-broadcast products
+/// (`mul_rows_raw`), all opened in **one** round; untruncated. Lets a product that does not
+/// depend on an iteration ride along with the iteration's own round.
+pub fn mul_raw_with_rows(
+    p: &mut Party,
+    elem: &[(&Share, &Share)],
+    rows: &[(&Share, &Share)],
+) -> Result<(Vec<Share>, Vec<Share>), ChannelError> {
+    let n: usize = elem.iter().map(|(x, _)| x.ring.len()).sum();
+    for (x, y) in elem {
+        assert_eq!(x.ring.len(), y.ring.len(), "mul: length mismatch");
+    }
+    let t = p.preprocessing(Request::Mul { n })?;
+    let mut rts = Vec::with_capacity(rows.len());
+    for (x, y) in rows {
+        let r = y.ring.len();
+        let l = x.ring.len() / r.max(1);
+        assert_eq!(r * l, x.ring.len(), "mul_rows: {} values for {r} rows", x.ring.len());
+        rts.push((r, l, p.preprocessing(Request::RowMul { rows: r, l })?));
+    }
+    // Masked values: all elementwise x − a, then all y − b, then each row pair's x − a, y − b.
+    let xs: Vec<u64> = elem.iter().flat_map(|(x, _)| x.ring.data.iter().copied()).collect();
+    let ys: Vec<u64> = elem.iter().flat_map(|(_, y)| y.ring.data.iter().copied()).collect();
+    let ex = RingTensor::new(&[n], xs).sub(&RingTensor::new(&[n], t.a.data.clone()));
+    let fy = RingTensor::new(&[n], ys).sub(&RingTensor::new(&[n], t.b.data.clone()));
+    let mut masked = vec![ex, fy];
+    for ((x, y), (_, _, rt)) in rows.iter().zip(&rts) {
+        masked.push(x.ring.sub(&RingTensor::new(&x.ring.shape, rt.a.data.clone())));
+        masked.push(y.ring.sub(&rt.b));
+    }
+    let opened = open_many(p, &masked.iter().collect::<Vec<_>>())?;
+    let (e, f) = (&opened[0], &opened[1]);
+    let z: Vec<u64> = (0..n)
+        .map(|i| {
+            let mut v = t.c.data[i].wrapping_add(e.data[i].wrapping_mul(t.b.data[i])).wrapping_add(t.a.data[i].wrapping_mul(f.data[i]));
+            if p.id == 0 {
+                v = v.wrapping_add(e.data[i].wrapping_mul(f.data[i]));
+            }
+            v
+        })
+        .collect();
+    let mut off = 0;
+    let elem_out = elem
+        .iter()
+        .map(|(x, y)| {
+            let k = x.ring.len();
+            let s = Share { ring: RingTensor::new(&x.ring.shape, z[off..off + k].to_vec()), frac: x.frac + y.frac };
+            off += k;
+            s
+        })
+        .collect();
+    let row_out = rows
+        .iter()
+        .zip(&rts)
+        .enumerate()
+        .map(|(j, ((x, y), (r, l, rt)))| {
+            let (e, f) = (&opened[2 + 2 * j], &opened[3 + 2 * j]);
+            let z = (0..r * l)
+                .map(|i| {
+                    let row = i / l;
+                    let mut v = rt.c.data[i].wrapping_add(e.data[i].wrapping_mul(rt.b.data[row])).wrapping_add(rt.a.data[i].wrapping_mul(f.data[row]));
+                    if p.id == 0 {
+                        v = v.wrapping_add(e.data[i].wrapping_mul(f.data[row]));
+                    }
+                    v
+                })
+                .collect();
+            Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac }
+        })
+        .collect();
+    Ok((elem_out, row_out))
+}
