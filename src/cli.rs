@@ -153,7 +153,7 @@ pub struct PrivateEvalCmd {
     #[command(flatten)]
     pub eval: EvalCmd,
     /// Fixed-point fractional bits (8..=20).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = crate::mpc::fixed::DEFAULT_FRAC_BITS)]
     pub frac_bits: u32,
 }
 
@@ -226,7 +226,8 @@ pub struct BenchPrivateCmd {
     /// Attention normalisation: softmax, 2quad or 2relu.
     #[arg(long, default_value = "2quad")]
     pub softmax: String,
-    #[arg(long, default_value_t = 16)]
+    /// Fixed-point fractional bits (8..=20).
+    #[arg(long, default_value_t = crate::mpc::fixed::DEFAULT_FRAC_BITS)]
     pub frac_bits: u32,
     /// Write the results JSON.
     #[arg(long)]
