@@ -125,7 +125,9 @@ fn out_of_vocabulary_token_is_a_clear_error() {
 /// At 20 fractional bits an untruncated square times a reciprocal with 8 extra bits would sit at
 /// scale 3f + 8 = 68 > 62 (2Quad), and 2ReLU's extra bits at 2f + 28 = 68: both must adapt.
 #[test]
-fn approximations_hold_at_20_fractional_bits() {
+fn approximations_hold_at_18_and_20_fractional_bits() {
+    // 18: 2Quad's reciprocal takes 7 extra bits; 20: q is truncated with its row sums.
+    check_at(HiddenAct::Quad, SoftmaxAct::TwoQuad, 2e-3, 18);
     check_at(HiddenAct::Quad, SoftmaxAct::TwoQuad, 2e-3, 20);
     check_at(HiddenAct::Relu, SoftmaxAct::TwoRelu, 2e-3, 20);
     check_at(HiddenAct::Gelu, SoftmaxAct::Softmax, 2e-3, 20);

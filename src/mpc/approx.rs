@@ -239,7 +239,12 @@ fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Sha
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
-    normalise_rows(p, &q, 8, s.frac)
+    // q·(1/Σq) sits at 3f + extra bits: 8 extra while that fits below 2^62 (f ≤ 17), fewer at
+    // f = 18, 19 (7, 4: still ≥ 24 bits of scale for 1/Σq, as 16 + 8), and from f = 20 q is
+    // truncated with its row sums instead (one word per score more on the wire).
+    let f = s.frac;
+    let extra = if 3 * f + 8 <= 61 { 8 } else if 3 * f + 4 <= 61 { 61 - 3 * f } else { 8 };
+    normalise_rows(p, &q, extra, f)
 }
 
 /// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
