@@ -24,6 +24,7 @@ pub mod dealer;
 pub mod eval;
 pub mod fixed;
 pub mod model;
+pub mod net;
 pub mod norm;
 pub mod party;
 pub mod prg;
