@@ -83,7 +83,8 @@ impl Client {
         let mut links: [Box<dyn Channel>; 2] =
             [Box::new(l0.channel(self.query_timeout)), Box::new(l1.channel(self.query_timeout))];
         let c = &self.public.config;
-        let logits = client_infer(&mut links, ids, c.vocab_size, self.public.manifest.num_labels, self.public.manifest.frac_bits)?;
+        let logits = client_infer(&mut links, ids, c.vocab_size, self.public.manifest.num_labels, self.public.manifest.frac_bits)
+            .map_err(|e| failure(e, [&l0, &l1]))?;
         let wall_seconds = t.elapsed().as_secs_f64();
         let stats = |l: &Link| match l.recv_control::<Control>(Some(self.limits.io), "the query statistics") {
             Ok(Control::QueryDone { stats }) => Some(stats),
@@ -92,4 +93,20 @@ impl Client {
         let parties = [stats(&l0), stats(&l1)];
         Ok(QueryResult { logits, wall_seconds, queued_seconds, parties })
     }
+}
+
+/// The client reads its links in a fixed order, so the first error it sees may be a
+/// consequence (a link closed by a party that gave up) rather than the cause; collect what the
+/// other link says too.
+fn failure(e: crate::mpc::bert::PrivateModelError, links: [&Link; 2]) -> DeployError {
+    let mut reasons = vec![e.to_string()];
+    for l in links {
+        if let Err(r) = l.recv_any(Some(Duration::from_millis(1500)), "the failure reason") {
+            let r = r.to_string();
+            if !reasons.iter().any(|x| x.contains(&r) || r.contains(x.as_str())) {
+                reasons.push(r);
+            }
+        }
+    }
+    DeployError::QueryFailed(reasons.join("; "))
 }

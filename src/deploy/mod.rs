@@ -59,6 +59,9 @@ pub enum DeployError {
     /// A peer sent a well-formed message that does not fit the protocol state.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A query that failed, with every party's reason the client could collect.
+    #[error("the query failed: {0}")]
+    QueryFailed(String),
     #[error("{role} refused the query: {reason}")]
     Refused { role: Role, reason: String },
     #[error("{what}: {source}")]

@@ -320,7 +320,7 @@ impl PartyServer {
                     let r = self.serve_p0(s, &qid, &fp, &type_ids, &client);
                     self.report(&qid, &r);
                     if let Err(f) = r {
-                        client.abort(&format!("p0: {}", f.error));
+                        client.abort(&f.error.to_string());
                         if f.session_broken {
                             session.take().expect("some").end(&format!("p0 ended the session: {}", f.error));
                         }
@@ -445,7 +445,7 @@ impl PartyServer {
             self.report(&qid, &r);
             if let Err(f) = r {
                 if let Some(c) = client {
-                    c.abort(&format!("p1: {}", f.error));
+                    c.abort(&f.error.to_string());
                 }
                 session.take().expect("some").end(&format!("p1 ended the session: {}", f.error));
             }

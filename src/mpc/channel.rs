@@ -20,8 +20,9 @@ pub enum ChannelError {
         #[source]
         source: std::io::Error,
     },
-    /// The peer (or this process, on another link of the same session) gave up and said why.
-    #[error("aborted: {0}")]
+    /// The peer (or this process, on another link of the same session) gave up; the text
+    /// says who and why.
+    #[error("{0}")]
     Aborted(String),
 }
 

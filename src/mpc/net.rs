@@ -655,7 +655,7 @@ impl Link {
                 Err(e)
             }
             Incoming::Abort(reason) => {
-                let msg = format!("{} aborted: {reason}", inner.label);
+                let msg = format!("{} gave up: {reason}", inner.label);
                 *inner.dead.lock().map_err(|_| ChannelError::Disconnected)? = Some(msg.clone());
                 Err(ChannelError::Aborted(msg))
             }
