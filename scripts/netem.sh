@@ -103,6 +103,11 @@ run_in() { # ns (or "-") log cmd...
   PIDS+=($!)
 }
 
+wait_log() { # file needle: until the file mentions it (60 s at most)
+  for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "$1 never said '$2'" >&2; cat "$1" >&2; return 1
+}
+
 # --- 2. one profile ------------------------------------------------------------------------
 profile() {
   local prof=$1 half rate dir="$OUT/$1" c="$W/$1"
@@ -153,6 +158,7 @@ profile() {
   run_in $p0ns "$dir/p0.log" "$KD" party --role p0 --config "$c/p0.toml"
   run_in $p1ns "$dir/p1.log" "$KD" party --role p1 --config "$c/p1.toml"
   run_in $dns "$dir/dealer.log" "$KD" party --role dealer --config "$c/dealer.toml"
+  wait_log "$dir/p0.log" listening; wait_log "$dir/p1.log" listening
   local q=("$KD" query --config "$c/client.toml" --text "$TEXT" --max-seq-len "$SEQ")
   if [ "$cns" = "-" ]; then Q=("${q[@]}"); else Q=(ip netns exec "$cns" "${q[@]}"); fi
   # Warm-up: waits in P0's queue while the session prepares the weights.
