@@ -22,7 +22,8 @@
 # shaped link inside the receiving party's namespace.
 #
 # Needs root and iproute2. Environment: KD (binary), RELAY (delay line binary), WORK (scratch),
-# PROFILES ("loopback lan wan"), QUERIES (3), SEQ (128), IO_TIMEOUT (seconds, 300), TEXT.
+# PROFILES ("loopback lan wan"), QUERIES (3), SEQ (128), IO_TIMEOUT (seconds, 300), THREADS, TEXT,
+# REUSE=1 (keep the shares and embedded.json of an earlier run of the same LABEL).
 set -euo pipefail
 
 OUT=${1:?usage: scripts/netem.sh OUT_DIR LABEL MODEL}
@@ -36,6 +37,10 @@ PROFILES=${PROFILES:-loopback lan wan}
 QUERIES=${QUERIES:-3}
 SEQ=${SEQ:-128}
 IO_TIMEOUT=${IO_TIMEOUT:-300}
+# Worker threads per role process (kd --threads). All roles share this machine's cores, so one
+# each (on separate machines every role has its own); several rayon pools of all cores on the
+# same 2 cores made each query ~2x slower here. Empty: all cores per process.
+THREADS=${THREADS-1}
 ASSETS=${KD_ASSETS:-$ROOT/../shared}
 # Long enough for 128 word pieces after truncation (costs depend only on the length).
 TEXT=${TEXT:-"the film opens slowly and builds a quiet tension through its first hour, then surprises everyone with a warm, funny and genuinely moving final act. the performances are subtle, the photography is beautiful, and the score never tells you what to feel. some viewers will find the middle section too long, and a subplot about the brother goes nowhere, but the ending earns every tear. it is the rare drama that trusts its audience, rewards patience, and stays with you for days. bring tissues, bring friends, and do not check your phone: small gestures matter here, and you will want to catch every one of them before the lights come up again."}
@@ -55,7 +60,9 @@ cleanup() {
 trap cleanup EXIT
 
 # --- 1. shares, certificates, embedded baseline -------------------------------------------
-if [[ $MODEL == preset:* ]]; then
+if [ "${REUSE:-0}" = 1 ] && [ -f "$W/shares/p0/share.kdshare" ]; then
+  echo "reusing $W/shares and $OUT/embedded.json" >&2
+elif [[ $MODEL == preset:* ]]; then
   NAME=${MODEL#preset:}
   "$KD" share --preset "$NAME" --tokenizer "$ASSETS/models/all-MiniLM-L6-v2" --out "$W/shares" | tee "$OUT/share.txt"
   "$KD" bench private --preset "$NAME" --seq-len "$SEQ" --out "$OUT/embedded.json" > /dev/null
@@ -155,9 +162,11 @@ profile() {
   fi
   config "$c/dealer.toml" dealer "" "" "$p0_for_d" "$p1_for_d"
   config "$c/client.toml" client "" "$W/shares/public" "$p0_for_c" "$p1_for_c"
-  run_in $p0ns "$dir/p0.log" "$KD" party --role p0 --config "$c/p0.toml"
-  run_in $p1ns "$dir/p1.log" "$KD" party --role p1 --config "$c/p1.toml"
-  run_in $dns "$dir/dealer.log" "$KD" party --role dealer --config "$c/dealer.toml"
+  local t=()
+  [ -n "$THREADS" ] && t=(--threads "$THREADS")
+  run_in $p0ns "$dir/p0.log" "$KD" "${t[@]}" party --role p0 --config "$c/p0.toml"
+  run_in $p1ns "$dir/p1.log" "$KD" "${t[@]}" party --role p1 --config "$c/p1.toml"
+  run_in $dns "$dir/dealer.log" "$KD" "${t[@]}" party --role dealer --config "$c/dealer.toml"
   wait_log "$dir/p0.log" listening; wait_log "$dir/p1.log" listening
   local q=("$KD" query --config "$c/client.toml" --text "$TEXT" --max-seq-len "$SEQ")
   if [ "$cns" = "-" ]; then Q=("${q[@]}"); else Q=(ip netns exec "$cns" "${q[@]}"); fi
