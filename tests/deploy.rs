@@ -499,6 +499,14 @@ fn parties_refuse_foreign_certificates_and_wrong_roles() {
     assert!(!o.status.success(), "{}", text(&o.stdout));
     dep.wait_log("p0", "refused a connection", 1, 10.0);
 
+    // No TLS at all (garbage on the socket): the handshake fails and P0 closes the connection.
+    let mut raw = TcpStream::connect(dep.p0()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    dep.wait_log("p0", "refused a connection", 2, 10.0);
+
     // P1's certificate asking for a client's query: refused, with the reason sent back.
     let p1 = Identity::load(Role::P1, &certs.join("p1.pem"), &certs.join("p1.key"), &certs.join("ca.pem")).unwrap();
     let link = Link::connect(&dep.p0(), Role::P0, &p1, limits).unwrap();

@@ -15,7 +15,7 @@
 //!
 //! [timeouts]                   # seconds
 //! handshake = 10               # TCP connect + TLS handshake (+ the first hello)
-//! io = 60                      # longest wait for one protocol message / socket write
+//! io = 60                      # longest silence on a link during a protocol (a stall)
 //! query = 600                  # client: the longest wait for a whole query (queue included)
 //!
 //! [limits]

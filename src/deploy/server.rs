@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::bundle::PartyBundle;
 use super::config::DeployConfig;
-use super::wire::{random_id, Control, QueryStats, WireSeed, PROTOCOL};
+use super::wire::{is_id, random_id, short, Control, QueryStats, WireSeed, PROTOCOL};
 use super::DeployError;
 use crate::mpc::channel::ChannelError;
 use crate::mpc::dealer::{Dealer, DealerLink};
@@ -63,6 +63,14 @@ fn admissible(me: Role, peer: Role, hello: &Control) -> Result<(), String> {
     };
     if proto != PROTOCOL {
         return Err(format!("{peer} speaks protocol version {proto}, {me} speaks {PROTOCOL}"));
+    }
+    let id = match hello {
+        Control::Session { sid, .. } | Control::PeerHello { sid, .. } => sid,
+        Control::ClientHello { qid, .. } => qid,
+        _ => return Ok(()),
+    };
+    if !is_id(id) {
+        return Err("session and query ids are 32 hex digits".into());
     }
     Ok(())
 }
@@ -173,7 +181,7 @@ impl PartyServer {
         self.log.line(format!(
             "listening on {} (model {}, {} weight tensors, frac bits {})",
             self.local_addr,
-            &self.bundle.public.manifest.fingerprint[..16],
+            short(&self.bundle.public.manifest.fingerprint, 16),
             self.bundle.shares.len(),
             self.bundle.public.manifest.frac_bits
         ));
@@ -215,7 +223,7 @@ impl PartyServer {
             e
         })?;
         let prepare_seconds = t.elapsed().as_secs_f64();
-        self.log.line(format!("session {} ready: weights prepared in {prepare_seconds:.2} s", &sid[..8]));
+        self.log.line(format!("session {} ready: weights prepared in {prepare_seconds:.2} s", short(&sid, 8)));
         Ok(Session { epoch, sid, party, model, peer, dealer, queries: 0, prepare_seconds })
     }
 
@@ -255,8 +263,8 @@ impl PartyServer {
         if fingerprint != pm.manifest.fingerprint {
             return Err(format!(
                 "the client's public bundle is for model {}, this party serves {}",
-                &fingerprint[..fingerprint.len().min(16)],
-                &pm.manifest.fingerprint[..16]
+                short(&fingerprint, 16),
+                short(&pm.manifest.fingerprint, 16)
             ));
         }
         let c = &pm.config;
@@ -273,7 +281,7 @@ impl PartyServer {
         match r {
             Ok(s) => self.log.line(format!(
                 "query {} done: {} tokens, {:.3} s, {} rounds, {:.1} MB to the peer",
-                &qid[..8],
+                short(&qid, 8),
                 s.seq_len,
                 s.seconds,
                 s.rounds,
@@ -281,7 +289,7 @@ impl PartyServer {
             )),
             Err(f) => self.log.line(format!(
                 "query {} failed{}: {}",
-                &qid[..qid.len().min(8)],
+                short(&qid, 8),
                 if f.session_broken { " (ending the session)" } else { "" },
                 f.error
             )),
@@ -333,7 +341,7 @@ impl PartyServer {
                 // longer than a protocol message may take.
                 while queue.front().is_some_and(|q| q.4.elapsed() > self.io()) {
                     let (qid, .., link, _) = queue.pop_front().expect("checked");
-                    self.log.line(format!("refused query {}: no session", &qid[..qid.len().min(8)]));
+                    self.log.line(format!("refused query {}: no session", short(&qid, 8)));
                     link.abort(&format!("p0 has no session with p1 and the dealer (waited {:.0} s)", self.io().as_secs_f64()));
                 }
             }
@@ -363,7 +371,7 @@ impl PartyServer {
                 }
                 Event::Incoming { link, hello: Control::ClientHello { qid, fingerprint, type_ids, .. } } => {
                     if queue.len() >= self.cfg.limits.max_queue {
-                        self.log.line(format!("refused query {}: {} queries waiting", &qid[..qid.len().min(8)], queue.len()));
+                        self.log.line(format!("refused query {}: {} queries waiting", short(&qid, 8), queue.len()));
                         link.abort(&format!("busy: {} queries are waiting (limits.max_queue)", queue.len()));
                     } else {
                         queue.push_back((qid, fingerprint, type_ids, link, Instant::now()));
@@ -372,7 +380,7 @@ impl PartyServer {
                 Event::Incoming { link, hello } => link.abort(&format!("unexpected {}", hello.kind())),
                 Event::Lost { epoch: e, reason } => {
                     if let Some(s) = session.as_ref().filter(|s| s.epoch == e) {
-                        self.log.line(format!("session {} ended: {reason}", &s.sid[..8]));
+                        self.log.line(format!("session {} ended: {reason}", short(&s.sid, 8)));
                         session.take().expect("some").end(&reason);
                     }
                 }
@@ -386,7 +394,7 @@ impl PartyServer {
         }
         self.check_hello(fp, type_ids).map_err(|reason| client_fail(DeployError::Refused { role: Role::P0, reason }))?;
         client.send_control(&Control::Start).map_err(client_fail)?;
-        self.log.line(format!("query {}: {} tokens", &qid[..8], type_ids.len()));
+        self.log.line(format!("query {}: {} tokens", short(&qid, 8), type_ids.len()));
         // From here on P1 and the dealer take part: any failure ends the session.
         s.peer.send_control(&Control::QueryStart { qid: qid.into(), type_ids: type_ids.to_vec() }).map_err(session_fail)?;
         let seed = match s.dealer.recv_control::<Control>(Some(self.io()), "the query's seed").map_err(session_fail)? {
@@ -435,7 +443,7 @@ impl PartyServer {
                     continue;
                 }
                 Err(e) => {
-                    self.log.line(format!("session {} ended: {e}", &s.sid[..8]));
+                    self.log.line(format!("session {} ended: {e}", short(&s.sid, 8)));
                     session.take().expect("some").end(&format!("p1 ended the session: {e}"));
                     continue;
                 }
@@ -491,7 +499,7 @@ impl PartyServer {
         pending_dealer: &mut Option<(String, Seed, Link)>,
         client_out: &mut Option<Link>,
     ) -> Result<QueryStats, QueryFailure> {
-        self.log.line(format!("query {}: {} tokens", &qid[..qid.len().min(8)], type_ids.len()));
+        self.log.line(format!("query {}: {} tokens", short(&qid, 8), type_ids.len()));
         s.dealer.send_control(&Control::NewQuery { qid: qid.into() }).map_err(session_fail)?;
         // The client connects once P0 has told it to; earlier hellos of other queries are stale.
         let deadline = Instant::now() + self.io();
@@ -601,9 +609,9 @@ impl DealerServer {
                     l.poison(&format!("link to {label0} lost: {why}"));
                 }
             });
-            self.log.line(format!("session {} opened", &sid[..8]));
+            self.log.line(format!("session {} opened", short(&sid, 8)));
             let (reason, queries) = self.serve(dealer, &p0, &p1);
-            self.log.line(format!("session {} ended after {queries} queries: {reason}", &sid[..8]));
+            self.log.line(format!("session {} ended after {queries} queries: {reason}", short(&sid, 8)));
             p0.abort(&format!("dealer ended the session: {reason}"));
             p1.abort(&format!("dealer ended the session: {reason}"));
             std::thread::sleep(Duration::from_millis(200));

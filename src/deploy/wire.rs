@@ -101,6 +101,16 @@ impl Control {
     }
 }
 
+/// Whether `s` looks like a [`random_id`] (what hellos must carry).
+pub fn is_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The first `n` characters of an id, for log lines.
+pub fn short(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
 /// A fresh random id (128 bits, hex) for sessions and queries.
 pub fn random_id() -> String {
     hex(&Seed::random().0)

@@ -19,8 +19,9 @@
 //! deadlock on full TCP buffers. Writers encrypt under the connection lock and write the
 //! records under a separate socket lock, so a blocked write never stalls the reader.
 //!
-//! **Failures.** Receives take a timeout (a stalled peer becomes [`ChannelError::Timeout`]),
-//! sockets have a write timeout (a peer that stops reading), and a closed or failed link turns
+//! **Failures.** Receives take a timeout: no bytes from the peer for that long (a stalled peer)
+//! is [`ChannelError::Timeout`], while a large message still arriving counts as progress.
+//! Sockets have a write timeout (a peer that stops reading), and a closed or failed link turns
 //! into an error on the next receive, never a hang. [`Link::on_close`] hooks let a session
 //! poison its other links when one of them fails, so every blocked party wakes up with the
 //! reason.
@@ -28,9 +29,9 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::de::DeserializeOwned;
@@ -389,7 +390,9 @@ struct LinkInner {
     dead: Mutex<Option<String>>,
     hooks: Arc<Mutex<Hooks>>,
     limits: LinkLimits,
-    aborted_locally: AtomicBool,
+    /// When the reader last got bytes (nanoseconds since `epoch`).
+    progress: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Drop for LinkInner {
@@ -484,11 +487,13 @@ impl Link {
         conn.set_buffer_limit(None);
         let conn = Arc::new(Mutex::new(conn));
         let hooks = Arc::new(Mutex::new(Hooks { closed: None, pending: Vec::new() }));
+        let (progress, epoch) = (Arc::new(AtomicU64::new(0)), Instant::now());
         {
             let (conn, tx, hooks, label) = (conn.clone(), tx.clone(), hooks.clone(), label.clone());
+            let progress = Progress { at: progress.clone(), epoch };
             std::thread::Builder::new()
                 .name(format!("link-{peer}"))
-                .spawn(move || reader_loop(reader_sock, conn, tx, hooks, label, limits))
+                .spawn(move || reader_loop(reader_sock, conn, tx, hooks, label, limits, progress))
                 .map_err(io_ctx("spawning a link reader"))?;
         }
         Ok(Link {
@@ -503,7 +508,8 @@ impl Link {
                 dead: Mutex::new(None),
                 hooks,
                 limits,
-                aborted_locally: AtomicBool::new(false),
+                progress,
+                epoch,
             }),
         })
     }
@@ -604,7 +610,6 @@ impl Link {
 
     /// Tell the peer why we give up (best effort), then close the link.
     pub fn abort(&self, reason: &str) {
-        self.inner.aborted_locally.store(true, Ordering::SeqCst);
         let r = reason.as_bytes();
         let _ = self.send_frames(std::iter::once((FrameKind::Abort, &r[..r.len().min(64 << 10)])));
         self.shutdown();
@@ -641,12 +646,25 @@ impl Link {
         }
         let rx = inner.rx.lock().map_err(|_| ChannelError::Disconnected)?;
         let item = match timeout {
-            Some(t) => rx.recv_timeout(t).map_err(|e| match e {
-                mpsc::RecvTimeoutError::Timeout => {
-                    ChannelError::Timeout { what: format!("{what} from {}", inner.label), secs: t.as_secs_f64() }
+            Some(t) => {
+                // Wait in slices; give up only once nothing at all arrived for `t`.
+                let start = Instant::now();
+                loop {
+                    match rx.recv_timeout(t.min(Duration::from_millis(200))) {
+                        Ok(item) => break item,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return Err(ChannelError::Disconnected),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let heard = inner.epoch + Duration::from_nanos(inner.progress.load(Ordering::Relaxed));
+                            if heard.max(start).elapsed() >= t {
+                                return Err(ChannelError::Timeout {
+                                    what: format!("{what} from {}", inner.label),
+                                    secs: t.as_secs_f64(),
+                                });
+                            }
+                        }
+                    }
                 }
-                mpsc::RecvTimeoutError::Disconnected => ChannelError::Disconnected,
-            })?,
+            }
             None => rx.recv().map_err(|_| ChannelError::Disconnected)?,
         };
         match item {
@@ -704,6 +722,12 @@ fn prepare_socket(sock: &TcpStream, limits: LinkLimits, label: &str) -> Result<(
     Ok(())
 }
 
+/// Where the reader records that bytes arrived.
+struct Progress {
+    at: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
 fn reader_loop(
     mut sock: TcpStream,
     conn: Arc<Mutex<rustls::Connection>>,
@@ -711,8 +735,9 @@ fn reader_loop(
     hooks: Arc<Mutex<Hooks>>,
     label: String,
     limits: LinkLimits,
+    progress: Progress,
 ) {
-    let reason = read_frames(&mut sock, &conn, &tx, &label, limits);
+    let reason = read_frames(&mut sock, &conn, &tx, &label, limits, &progress);
     let text = reason.to_string();
     let _ = tx.send(Incoming::Closed(reason));
     let pending = {
@@ -732,6 +757,7 @@ fn read_frames(
     tx: &mpsc::Sender<Incoming>,
     label: &str,
     limits: LinkLimits,
+    progress: &Progress,
 ) -> ChannelError {
     let mut dec = FrameDecoder::default();
     let mut re = Reassembler::new(limits.max_message);
@@ -806,7 +832,10 @@ fn read_frames(
                     lost("connection closed by the peer")
                 }
             }
-            Ok(k) => k,
+            Ok(k) => {
+                progress.at.store(progress.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                k
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return ChannelError::Io { context: format!("link to {label}"), source: e },
         };
