@@ -21,8 +21,10 @@ use mpcformer::model::{BertConfig, ModelDir};
 use mpcformer::mpc::eval::{run_private, PrivateRow};
 
 const KD: &str = env!("CARGO_BIN_EXE_kd");
-/// Per-message timeout of the test deployments (faults must surface within it).
+/// Stall timeout of the deployments in the fault tests (faults must surface within it).
 const IO_TIMEOUT: f64 = 4.0;
+/// Stall timeout elsewhere: generous, for two test deployments sharing CI's two cores.
+const IO_TIMEOUT_RELAXED: f64 = 20.0;
 
 /// A child process that is killed when dropped.
 struct Proc {
@@ -87,13 +89,13 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// Certificates and bundles for `model`; P1 reaches P0 at `p0_for_p1` (a proxy) if given.
+    /// Certificates and bundles for `model`.
     fn new(model: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let o = run(&["certs", "--out", "certs"], d, 60.0);
         assert!(o.status.success(), "{}", text(&o.stderr));
-        let o = run(&["share", "--model", model.to_str().unwrap(), "--out", "shares"], d, 120.0);
+        let o = run(&["share", "--model", model.to_str().unwrap(), "--out", "shares"], d, 300.0);
         assert!(o.status.success(), "{}", text(&o.stderr));
         let dep = Self { dir, ports: [free_port(), free_port()], procs: Vec::new(), starts: 0 };
         dep.write_configs(None);
@@ -112,12 +114,22 @@ impl Deployment {
         format!("127.0.0.1:{}", self.ports[1])
     }
 
+    /// Configs for every role; P1 reaches P0 at `p0_for_p1` (a proxy) if given, which also
+    /// limits P0's queue to one waiting client and sets the short fault-test timeout.
     fn write_configs(&self, p0_for_p1: Option<&str>) {
         let tls = |role: &str| format!("[tls]\ncert = \"certs/{role}.pem\"\nkey = \"certs/{role}.key\"\nca = \"certs/ca.pem\"\n");
-        let t = format!("[timeouts]\nhandshake = 5\nio = {IO_TIMEOUT}\nquery = 60\n");
+        let io = if p0_for_p1.is_some() { IO_TIMEOUT } else { IO_TIMEOUT_RELAXED };
+        let t = format!("[timeouts]\nhandshake = 10\nio = {io}\nquery = 120\n");
         let (p0, p1) = (self.p0(), self.p1());
         let files = [
-            ("p0.toml", format!("listen = \"{p0}\"\nbundle = \"shares/p0\"\n{}{t}", tls("p0"))),
+            (
+                "p0.toml",
+                format!(
+                    "listen = \"{p0}\"\nbundle = \"shares/p0\"\n{}{t}{}",
+                    tls("p0"),
+                    if p0_for_p1.is_some() { "[limits]\nmax_queue = 1\n" } else { "" }
+                ),
+            ),
             (
                 "p1.toml",
                 format!("listen = \"{p1}\"\nbundle = \"shares/p1\"\n{}[peers]\np0 = \"{}\"\n{t}", tls("p1"), p0_for_p1.unwrap_or(&p0)),
@@ -169,7 +181,7 @@ impl Deployment {
     fn query(&self, args: &[&str]) -> Output {
         let mut a = vec!["query", "--config", "client.toml"];
         a.extend_from_slice(args);
-        run(&a, self.path(), 90.0)
+        run(&a, self.path(), 180.0)
     }
 
     fn logs(&self) -> String {
@@ -475,6 +487,41 @@ fn corrupted_and_stalled_links_fail_cleanly_and_the_deployment_recovers() {
     assert!(err.contains("timed out"), "{err}\n{}", dep.logs());
     assert!(waited < 3.0 * IO_TIMEOUT + 5.0, "stall reported after {waited:.1} s");
     assert_recovers(&dep, &reference);
+}
+
+#[test]
+fn p0_queues_clients_while_busy_and_refuses_beyond_max_queue() {
+    let (_model, dep, proxy, reference) = proxied();
+    // Query A stalls inside the protocol (the P1 → P0 stream is held) until the io timeout.
+    proxy.arm(20_000, Trip::Hold);
+    let mut a = spawn(&["query", "--config", "client.toml", "--text", LONG_TEXT], dep.path(), &dep.path().join("a.log"));
+    proxy.wait_tripped(60.0);
+    // B waits in P0's queue (max_queue = 1); C finds the queue full.
+    let mut b = spawn(
+        &["query", "--config", "client.toml", "--text", LONG_TEXT, "--output", "b.json"],
+        dep.path(),
+        &dep.path().join("b.log"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let c = dep.query(&["--text", LONG_TEXT]);
+    assert!(!c.status.success());
+    assert!(text(&c.stderr).contains("busy: 1 queries are waiting"), "{}\n{}", text(&c.stderr), dep.logs());
+    let wait = |p: &mut Proc| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "a client hangs\n{}", dep.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(!wait(&mut a).success(), "the stalled query fails");
+    assert!(wait(&mut b).success(), "the queued query is served by the next session: {}", std::fs::read_to_string(dep.path().join("b.log")).unwrap());
+    let l = logits_of(&json(&dep.path().join("b.json"))["queries"][0]);
+    for (x, y) in l.iter().zip(&reference) {
+        assert!((x - y).abs() < 0.02, "{l:?} vs {reference:?}");
+    }
 }
 
 #[test]

@@ -302,7 +302,14 @@ impl PartyServer {
         let mut queue: VecDeque<(String, String, Vec<u32>, Link, Instant)> = VecDeque::new();
         let mut session: Option<Session> = None;
         let mut epoch = 0u64;
+        // Since when P0 has had no session (None while it has one).
+        let mut no_session_since = Some(Instant::now());
         loop {
+            match (&session, no_session_since) {
+                (Some(_), _) => no_session_since = None,
+                (None, None) => no_session_since = Some(Instant::now()),
+                (None, Some(_)) => {}
+            }
             if session.is_none() {
                 if pending_dealer.as_ref().is_some_and(|d| d.2.is_closed()) {
                     pending_dealer = None;
@@ -336,10 +343,10 @@ impl PartyServer {
                     continue;
                 }
             }
-            if session.is_none() {
-                // Without a session a query cannot start; do not keep clients waiting for one
-                // longer than a protocol message may take.
-                while queue.front().is_some_and(|q| q.4.elapsed() > self.io()) {
+            if let Some(since) = no_session_since {
+                // Without a session a query cannot start; do not keep a client waiting for one
+                // longer than the io timeout.
+                while queue.front().is_some_and(|q| q.4.max(since).elapsed() > self.io()) {
                     let (qid, .., link, _) = queue.pop_front().expect("checked");
                     self.log.line(format!("refused query {}: no session", short(&qid, 8)));
                     link.abort(&format!("p0 has no session with p1 and the dealer (waited {:.0} s)", self.io().as_secs_f64()));
@@ -477,10 +484,7 @@ impl PartyServer {
         let peer = loop {
             match Link::connect(&addr, Role::P0, &self.identity, self.limits) {
                 Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
                 Err(e) => {
                     dealer.abort(&format!("p1 cannot reach p0: {e}"));
                     return Err(e.into());
