@@ -356,7 +356,9 @@ impl PartyBundle {
 mod tests {
     use super::*;
 
-    fn tiny() -> (Vec<(String, Vec<usize>, Vec<f32>)>, BertConfig) {
+    type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+    fn tiny() -> (Named, BertConfig) {
         let cfg = BertConfig::tiny(1, 8, 2, 16);
         let named = vec![
             ("bert.embeddings.word_embeddings.weight".to_string(), vec![16, 8], (0..128).map(|i| i as f32 / 100.0).collect()),

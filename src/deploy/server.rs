@@ -216,11 +216,9 @@ impl PartyServer {
         let mut party = Party::new(self.id, Box::new(peer.channel(self.io())), dl);
         let t = Instant::now();
         let pm = &self.bundle.public;
-        let model = PrivateBert::prepare(&mut party, &self.bundle.shares, &pm.config, pm.manifest.frac_bits).map_err(|e| {
-            let msg = e.to_string();
-            peer.abort(&format!("{} failed to prepare the model: {msg}", self.role));
-            dealer.abort(&format!("{} failed to prepare the model: {msg}", self.role));
-            e
+        let model = PrivateBert::prepare(&mut party, &self.bundle.shares, &pm.config, pm.manifest.frac_bits).inspect_err(|e| {
+            peer.abort(&format!("{} failed to prepare the model: {e}", self.role));
+            dealer.abort(&format!("{} failed to prepare the model: {e}", self.role));
         })?;
         let prepare_seconds = t.elapsed().as_secs_f64();
         self.log.line(format!("session {} ready: weights prepared in {prepare_seconds:.2} s", short(&sid, 8)));
@@ -263,7 +261,7 @@ impl PartyServer {
         if fingerprint != pm.manifest.fingerprint {
             return Err(format!(
                 "the client's public bundle is for model {}, this party serves {}",
-                short(&fingerprint, 16),
+                short(fingerprint, 16),
                 short(&pm.manifest.fingerprint, 16)
             ));
         }
@@ -281,7 +279,7 @@ impl PartyServer {
         match r {
             Ok(s) => self.log.line(format!(
                 "query {} done: {} tokens, {:.3} s, {} rounds, {:.1} MB to the peer",
-                short(&qid, 8),
+                short(qid, 8),
                 s.seq_len,
                 s.seconds,
                 s.rounds,
@@ -289,7 +287,7 @@ impl PartyServer {
             )),
             Err(f) => self.log.line(format!(
                 "query {} failed{}: {}",
-                short(&qid, 8),
+                short(qid, 8),
                 if f.session_broken { " (ending the session)" } else { "" },
                 f.error
             )),
@@ -401,7 +399,7 @@ impl PartyServer {
         }
         self.check_hello(fp, type_ids).map_err(|reason| client_fail(DeployError::Refused { role: Role::P0, reason }))?;
         client.send_control(&Control::Start).map_err(client_fail)?;
-        self.log.line(format!("query {}: {} tokens", short(&qid, 8), type_ids.len()));
+        self.log.line(format!("query {}: {} tokens", short(qid, 8), type_ids.len()));
         // From here on P1 and the dealer take part: any failure ends the session.
         s.peer.send_control(&Control::QueryStart { qid: qid.into(), type_ids: type_ids.to_vec() }).map_err(session_fail)?;
         let seed = match s.dealer.recv_control::<Control>(Some(self.io()), "the query's seed").map_err(session_fail)? {
@@ -418,11 +416,8 @@ impl PartyServer {
         loop {
             let Some(s) = session.as_mut() else {
                 // Take every event that is already there, keeping the newest dealer session.
-                loop {
-                    match self.events.try_recv() {
-                        Ok(ev) => self.p1_idle_event(ev, &mut pending_dealer),
-                        Err(_) => break,
-                    }
+                while let Ok(ev) = self.events.try_recv() {
+                    self.p1_idle_event(ev, &mut pending_dealer);
                 }
                 match pending_dealer.take() {
                     Some((sid, seed, dl)) if !dl.is_closed() => {
@@ -503,7 +498,7 @@ impl PartyServer {
         pending_dealer: &mut Option<(String, Seed, Link)>,
         client_out: &mut Option<Link>,
     ) -> Result<QueryStats, QueryFailure> {
-        self.log.line(format!("query {}: {} tokens", short(&qid, 8), type_ids.len()));
+        self.log.line(format!("query {}: {} tokens", short(qid, 8), type_ids.len()));
         s.dealer.send_control(&Control::NewQuery { qid: qid.into() }).map_err(session_fail)?;
         // The client connects once P0 has told it to; earlier hellos of other queries are stale.
         let deadline = Instant::now() + self.io();
