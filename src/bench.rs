@@ -423,15 +423,28 @@ pub fn private_model(
     sm: crate::model::SoftmaxAct,
     frac: u32,
 ) -> anyhow::Result<PrivateModelBench> {
-    use crate::model::bert::ModelInput;
-    use crate::mpc::eval::{run_private, PrivateRow};
-    use crate::mpc::party::LayerClass;
     let dev = Device::Cpu;
     let mut cfg = crate::model::BertConfig::tiny(layers, hidden, heads, vocab);
     cfg.hidden_act = act;
     cfg.softmax_act = sm;
     cfg.max_position_embeddings = cfg.max_position_embeddings.max(seq_len);
     let md = ModelDir::random(cfg, 2, 5, &dev)?;
+    private_model_dir(config, &md, seq_len, frac)
+}
+
+/// As [`private_model`], for an already loaded model (e.g. a trained checkpoint): `seq_len`
+/// pseudo-random token ids, logits compared with the plaintext model's.
+pub fn private_model_dir(config: &str, md: &ModelDir, seq_len: usize, frac: u32) -> anyhow::Result<PrivateModelBench> {
+    use crate::model::bert::ModelInput;
+    use crate::mpc::eval::{run_private, PrivateRow};
+    use crate::mpc::party::LayerClass;
+    let dev = Device::Cpu;
+    let c = &md.config;
+    let (layers, hidden, heads, vocab) = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size);
+    let (act, sm) = (c.hidden_act, c.softmax_act);
+    if seq_len > c.max_position_embeddings {
+        anyhow::bail!("sequence length {seq_len} exceeds the model's {} positions", c.max_position_embeddings);
+    }
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let ids: Vec<u32> = (0..seq_len)
         .map(|_| {
@@ -448,7 +461,7 @@ pub fn private_model(
     };
     let want: Vec<f32> = md.model.forward(&input, &mut Mode::Eval)?.logits.flatten_all()?.to_vec1()?;
     let rows = vec![PrivateRow { ids, type_ids: vec![0; seq_len] }];
-    let run = run_private(&md, &rows, frac, std::sync::Arc::new(|| {}))?;
+    let run = run_private(md, &rows, frac, std::sync::Arc::new(|| {}))?;
     let diff = run.logits[0].iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
     let r = &run.rows[0];
     let emb = r.breakdown.get(&LayerClass::Embedding).cloned().unwrap_or_default();

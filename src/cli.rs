@@ -27,6 +27,101 @@ pub enum Command {
     PrivateEval(PrivateEvalCmd),
     /// Throughput benchmarks.
     Bench(BenchCmd),
+    /// Make a test CA and one certificate per role (p0, p1, dealer, client) for `kd party`/`kd query`.
+    Certs(CertsCmd),
+    /// Split a model into share bundles: one per computing party plus a public one for clients.
+    Share(ShareCmd),
+    /// Run one role of a deployment (P0, P1 or the dealer) until killed.
+    Party(PartyCmd),
+    /// Private inference against a running deployment: one text, or a task's rows.
+    Query(QueryCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsCmd {
+    /// Output directory (ca.pem, ca.key, <role>.pem, <role>.key).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 30)]
+    pub days: u32,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["model", "preset"]))]
+pub struct ShareCmd {
+    /// Model directory (HF format with a task head) to share.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Or a random-weight model of a named shape: tiny, mini, small, base (as `kd bench private`).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Seed of the random preset weights.
+    #[arg(long, default_value_t = 5)]
+    pub seed: u64,
+    /// Labels of the random preset's head.
+    #[arg(long, default_value_t = 2)]
+    pub labels: usize,
+    /// Vocabulary of the random preset.
+    #[arg(long, default_value_t = 30522)]
+    pub vocab: usize,
+    /// FFN activation of the random preset: gelu, gelu_new, relu or quad.
+    #[arg(long, default_value = "quad")]
+    pub act: String,
+    /// Attention normalisation of the random preset: softmax, 2quad or 2relu.
+    #[arg(long, default_value = "2quad")]
+    pub softmax: String,
+    /// Tokenizer files for the public bundle (default: the --model directory).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Fixed-point fractional bits (8..=20).
+    #[arg(long, default_value_t = crate::mpc::fixed::DEFAULT_FRAC_BITS)]
+    pub frac_bits: u32,
+    /// Output directory: public/, p0/, p1/ (replaced if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PartyCmd {
+    /// p0, p1 or dealer.
+    #[arg(long)]
+    pub role: String,
+    /// This role's TOML config (addresses, TLS files, bundle, timeouts).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["text", "task"]))]
+pub struct QueryCmd {
+    /// The client's TOML config (P0/P1 addresses, TLS files, the public bundle).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// One input text.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Second segment of a sentence-pair input.
+    #[arg(long, requires = "text")]
+    pub text_pair: Option<String>,
+    /// Or a task's rows (cola, sst2, mrpc, …) from --data.
+    #[arg(long, requires = "data")]
+    pub task: Option<String>,
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    pub split: String,
+    /// Keep the first N rows of the split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
+    /// Ask the same input this many times (timing).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Write the results (logits, predictions, per-query times and counts) as JSON.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +301,9 @@ pub struct BenchPrivateCmd {
     /// Without it, one model of --layers/--hidden/--heads.
     #[arg(long, value_delimiter = ',')]
     pub preset: Vec<String>,
+    /// Or a model directory (a trained checkpoint; its own shape and variant) at each --seq-len.
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
     #[arg(long, default_value_t = 256)]

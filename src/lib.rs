@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod deploy;
 pub mod eval;
 pub mod hub;
 pub mod model;

@@ -9,7 +9,8 @@ use candle_core::Device;
 use clap::Parser;
 
 use mpcformer::cli::{
-    BenchPrivateCmd, BenchTrainCmd, BenchWhat, Cli, Command, EvalCmd, FinetuneCmd, PrivateEvalCmd, TrainCmd,
+    BenchPrivateCmd, BenchTrainCmd, BenchWhat, CertsCmd, Cli, Command, EvalCmd, FinetuneCmd, PartyCmd, PrivateEvalCmd,
+    QueryCmd, ShareCmd, TrainCmd,
 };
 use mpcformer::data::batch::TextEncoder;
 use mpcformer::data::{load_split, Task};
@@ -101,6 +102,10 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Train(c) => cmd_train(c),
         Command::PrivateEval(c) => cmd_private_eval(c),
+        Command::Certs(c) => cmd_certs(c),
+        Command::Share(c) => cmd_share(c),
+        Command::Party(c) => cmd_party(c),
+        Command::Query(c) => cmd_query(c),
     }
 }
 
@@ -317,6 +322,33 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
 /// `kd bench private`: a matrix of shapes × sequence lengths × variants, written after each run.
 fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
     use mpcformer::model::{HiddenAct, SoftmaxAct};
+    if let Some(dir) = &c.model {
+        let md = ModelDir::load(dir, None, 0, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let mut all = Vec::new();
+        for &seq in &c.seq_len {
+            let r = mpcformer::bench::private_model_dir(&name, &md, seq, c.frac_bits).with_context(|| format!("{name} seq {seq}"))?;
+            eprintln!(
+                "{name} seq {seq} {}: online {:.2}s offline {:.2}s, {} rounds, {:.1} MB/party (+{:.1} MB client), diff {:.1e}",
+                r.variant,
+                r.full.online_seconds,
+                r.full.offline_seconds,
+                r.full.rounds,
+                r.full.bytes_per_party as f64 / 1e6,
+                r.full.client_bytes_per_party as f64 / 1e6,
+                r.max_abs_logit_diff_vs_plaintext
+            );
+            all.push(r);
+            if let Some(p) = &c.out {
+                write_file_atomic(p, serde_json::to_string_pretty(&all)?.as_bytes())?;
+                if c.markdown {
+                    write_file_atomic(&p.with_extension("md"), mpcformer::bench::private_markdown(&all).as_bytes())?;
+                }
+            }
+        }
+        println!("{}", mpcformer::bench::private_markdown(&all));
+        return Ok(());
+    }
     let shapes: Vec<(String, (usize, usize, usize))> = if c.preset.is_empty() {
         vec![("custom".into(), (c.layers, c.hidden, c.heads))]
     } else {
@@ -364,4 +396,187 @@ fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
     }
     println!("{}", mpcformer::bench::private_markdown(&all));
     Ok(())
+}
+
+fn cmd_certs(c: CertsCmd) -> Result<()> {
+    let files = mpcformer::deploy::certs::make_certs(&c.out, c.days)?;
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+/// `kd share`: the model owner's step (a checkpoint, or a random preset for benchmarks).
+fn cmd_share(c: ShareCmd) -> Result<()> {
+    use mpcformer::model::BertConfig;
+    let (md, source, tokenizer) = match (&c.model, &c.preset) {
+        (Some(dir), _) => {
+            let md = ModelDir::load(dir, None, 0, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))?;
+            (md, dir.display().to_string(), Some(c.tokenizer.clone().unwrap_or_else(|| dir.clone())))
+        }
+        (None, Some(name)) => {
+            let (layers, hidden, heads) = mpcformer::bench::preset(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown preset '{name}' (tiny, mini, small, base)"))?;
+            let mut cfg = BertConfig::tiny(layers, hidden, heads, c.vocab);
+            cfg.hidden_act = c.act.parse().map_err(anyhow::Error::msg)?;
+            cfg.softmax_act = c.softmax.parse().map_err(anyhow::Error::msg)?;
+            let labels: Vec<String> = (0..c.labels).map(|i| i.to_string()).collect();
+            cfg.set_labels(&labels, false);
+            let md = ModelDir::random(cfg, c.labels, c.seed, &Device::Cpu)?;
+            (md, format!("random preset {name} ({layers}L/{hidden}), seed {}", c.seed), c.tokenizer.clone())
+        }
+        (None, None) => bail!("give --model or --preset"),
+    };
+    let named = mpcformer::mpc::eval::named_parameters(&md)?;
+    let s = mpcformer::deploy::bundle::write_bundles(
+        &c.out,
+        &named,
+        &md.config,
+        md.model.num_labels,
+        tokenizer.as_deref(),
+        c.frac_bits,
+        &source,
+    )?;
+    println!(
+        "{} tensors ({} parameters) shared at {} fractional bits; {:.1} MB of shares; model {}; bundles in {}/{{public,p0,p1}}",
+        s.tensors,
+        s.parameters,
+        c.frac_bits,
+        s.share_bytes as f64 / 1e6,
+        s.manifest.fingerprint,
+        c.out.display()
+    );
+    if tokenizer.is_none() {
+        eprintln!("note: no --tokenizer; the public bundle cannot tokenise text for `kd query`");
+    }
+    Ok(())
+}
+
+fn cmd_party(c: PartyCmd) -> Result<()> {
+    use mpcformer::deploy::config::DeployConfig;
+    use mpcformer::deploy::server::{DealerServer, PartyServer};
+    use mpcformer::mpc::net::Role;
+    let role: Role = c.role.parse().map_err(anyhow::Error::msg)?;
+    let cfg = DeployConfig::load(&c.config, role)?;
+    match role {
+        Role::P0 | Role::P1 => PartyServer::new(role, cfg)?.run()?,
+        Role::Dealer => DealerServer::new(cfg)?.run()?,
+        Role::Client => bail!("--role client: the client is `kd query`"),
+    }
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `kd query`: the client side of a deployment.
+fn cmd_query(c: QueryCmd) -> Result<()> {
+    use mpcformer::data::Example;
+    use mpcformer::deploy::client::Client;
+    use mpcformer::deploy::config::DeployConfig;
+    use mpcformer::mpc::net::Role;
+    let cfg = DeployConfig::load(&c.config, Role::Client)?;
+    let client = Client::new(cfg)?;
+    let pm = client.public.clone();
+    let enc = TextEncoder::load(&pm.dir, c.max_seq_len, pm.config.vocab_size)
+        .with_context(|| format!("the public bundle {} needs the model's tokenizer", pm.dir.display()))?;
+    let names = pm.config.label_names();
+    let regression = pm.config.is_regression();
+    let (task, examples) = match (&c.text, &c.task) {
+        (Some(t), _) => (None, vec![Example { index: 0, text_a: t.clone(), text_b: c.text_pair.clone(), label: None }]),
+        (None, Some(task)) => {
+            let task = parse_task(task)?;
+            let data = c.data.as_ref().expect("clap: --task requires --data");
+            if task.num_labels() != pm.manifest.num_labels {
+                bail!("task {} has {} labels, the shared model {}", task.name(), task.num_labels(), pm.manifest.num_labels);
+            }
+            (Some(task), load_split(task, data, &c.split, c.limit)?)
+        }
+        (None, None) => bail!("give --text or --task"),
+    };
+    let rows = enc.encode(&examples)?;
+    let mut queries = Vec::new();
+    let mut preds = Vec::new();
+    for e in &rows {
+        for rep in 0..c.repeat.max(1) {
+            let r = client.infer(&e.ids, &e.type_ids).with_context(|| format!("private inference of row {}", e.index))?;
+            let lf: Vec<f32> = r.logits.iter().map(|&v| v as f32).collect();
+            let k = mpcformer::eval::argmax(&lf);
+            let shown = if regression { format!("score {:.4}", r.logits[0]) } else { format!("{} ({k})", names.get(k).cloned().unwrap_or_default()) };
+            let p0 = r.parties[0].as_ref();
+            eprintln!(
+                "row {} [{}]: {shown}; {} tokens, {:.3} s (queued {:.3} s){}",
+                e.index,
+                rep,
+                e.ids.len(),
+                r.wall_seconds,
+                r.queued_seconds,
+                p0.map(|s| format!(", {} rounds, {:.1} MB to the peer", s.rounds, s.bytes_sent as f64 / 1e6)).unwrap_or_default()
+            );
+            if rep == 0 {
+                preds.push(mpcformer::eval::PredRow { index: e.index, label: e.label, logits: lf.clone() });
+            }
+            queries.push(serde_json::json!({
+                "index": e.index,
+                "repeat": rep,
+                "seq_len": e.ids.len(),
+                "logits": r.logits,
+                "prediction": if regression { serde_json::Value::Null } else { k.into() },
+                "prediction_name": if regression { serde_json::Value::Null } else { names.get(k).cloned().into() },
+                "label": e.label,
+                "wall_seconds": r.wall_seconds,
+                "queued_seconds": r.queued_seconds,
+                "p0": r.parties[0],
+                "p1": r.parties[1],
+            }));
+        }
+    }
+    let walls: Vec<f64> = queries.iter().filter_map(|q| q["wall_seconds"].as_f64()).collect();
+    let party: Vec<f64> = queries.iter().filter_map(|q| q["p0"]["seconds"].as_f64()).collect();
+    let mut out = serde_json::json!({
+        "model": {"fingerprint": pm.manifest.fingerprint, "source": pm.manifest.source, "frac_bits": pm.manifest.frac_bits},
+        "max_seq_len": c.max_seq_len,
+        "queries": queries,
+        "summary": {
+            "queries": walls.len(),
+            "median_wall_seconds": median(&walls),
+            "median_p0_forward_seconds": median(&party),
+        },
+    });
+    if let Some(task) = task {
+        out["task"] = task.name().into();
+        out["split"] = c.split.clone().into();
+        out["metrics"] = serde_json::to_value(score(task, &preds).unwrap_or_default())?;
+    }
+    let text = serde_json::to_string_pretty(&out)?;
+    if let Some(p) = &c.output {
+        write_file_atomic(p, text.as_bytes())?;
+    }
+    if c.text.is_some() && !regression {
+        // The answer for one text: label and class probabilities.
+        let l = &rows_logits(&out);
+        let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = l.iter().map(|v| (v - m).exp()).sum();
+        let probs: Vec<String> = l.iter().map(|v| format!("{:.4}", (v - m).exp() / z)).collect();
+        let k = out["queries"][0]["prediction"].as_u64().unwrap_or(0) as usize;
+        println!("label: {} ({k}); probabilities [{}]; logits {:?}", names.get(k).cloned().unwrap_or_default(), probs.join(", "), l);
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+fn rows_logits(out: &serde_json::Value) -> Vec<f64> {
+    out["queries"][0]["logits"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default()
 }

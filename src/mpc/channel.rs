@@ -10,6 +10,20 @@ pub enum ChannelError {
     Disconnected,
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// Nothing arrived (or could be sent) within the link's timeout: a stalled peer.
+    #[error("timed out after {secs:.1} s waiting for {what}")]
+    Timeout { what: String, secs: f64 },
+    /// A socket or TLS failure, with the link it happened on.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer (or this process, on another link of the same session) gave up; the text
+    /// says who and why.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 /// An ordered, reliable byte-message link to one peer.

@@ -238,6 +238,27 @@ impl Dealer {
         }
     }
 
+    /// Fresh seeds for both parties' streams, keeping the registered weight masks: a long-lived
+    /// deployment calls this before every inference, so no preprocessing stream outlives one
+    /// query (an aborted query leaves nothing half-consumed behind), while the masks B of the
+    /// weights opened once at preparation stay valid.
+    pub fn reseed(&mut self) -> (Seed, Seed) {
+        let (s0, s1) = (Seed::random(), Seed::random());
+        self.prg0 = Prg::new(s0, STREAM_PREPROCESSING);
+        self.prg1 = Prg::new(s1, STREAM_PREPROCESSING);
+        self.embed_seeds = (vec![0; 2], vec![0; 2]);
+        (s0, s1)
+    }
+
+    /// Answer one encoded request from P1 with its encoded correction (what `serve` does per
+    /// message, for servers that interleave requests with their own control traffic).
+    pub fn answer(&mut self, msg: &[u8]) -> Result<Vec<u8>, ChannelError> {
+        let req = Request::decode(msg)?;
+        let corr = to_bytes(&self.correction(req));
+        self.bytes_sent += corr.len() as u64;
+        Ok(corr)
+    }
+
     /// Serve P1's requests until it hangs up.
     pub fn serve(mut self, p1: &mut dyn Channel) -> Self {
         while let Ok(msg) = p1.recv() {
@@ -277,6 +298,18 @@ impl DealerLink {
             (0, _) => DealerLink::P0 { prg, cols },
             (_, Some(link)) => DealerLink::P1 { prg, link, cols },
             (_, None) => panic!("P1 needs a link to the dealer"),
+        }
+    }
+
+    /// Continue from a fresh seed (the dealer's [`Dealer::reseed`]), keeping the registered
+    /// weight-mask shapes.
+    pub fn reseed(&mut self, seed: Seed) -> Result<(), ChannelError> {
+        match self {
+            DealerLink::P0 { prg, .. } | DealerLink::P1 { prg, .. } => {
+                *prg = Prg::new(seed, STREAM_PREPROCESSING);
+                Ok(())
+            }
+            DealerLink::Closed => Err(ChannelError::Disconnected),
         }
     }
 

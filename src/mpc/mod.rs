@@ -14,7 +14,9 @@
 //! and `compare` (products, truncation, comparisons, bit injection), `approx` and `norm` (the
 //! nonlinear functions, each with its round count and accuracy domain), `bert` (one encoder
 //! layer), `model` (the whole BertForSequenceClassification with client-masked embeddings),
-//! `run` (in-process threads) and `eval` (sessions over many rows, the network cost model).
+//! `run` (in-process threads) and `eval` (sessions over many rows, the network cost model);
+//! `net` is the transport across machines (typed frames over mutually authenticated TLS 1.3),
+//! used by `crate::deploy` with the same protocol code.
 
 pub mod approx;
 pub mod bert;
@@ -24,6 +26,7 @@ pub mod dealer;
 pub mod eval;
 pub mod fixed;
 pub mod model;
+pub mod net;
 pub mod norm;
 pub mod party;
 pub mod prg;

@@ -127,6 +127,16 @@ impl Party {
         self
     }
 
+    /// Attach (or replace) the client link of the next inference.
+    pub fn set_client(&mut self, client: Box<dyn Channel>) {
+        self.client = Some(client);
+    }
+
+    /// Start the next inference from a fresh preprocessing seed (see [`DealerLink::reseed`]).
+    pub fn reseed(&mut self, seed: super::prg::Seed) -> Result<(), ChannelError> {
+        self.dealer.reseed(seed)
+    }
+
     /// Attribute the following communication and time to `class`.
     pub fn set_class(&mut self, class: LayerClass) {
         self.flush_time();
