@@ -320,6 +320,29 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
 }
 
 /// `kd bench private`: a matrix of shapes × sequence lengths × variants, written after each run.
+/// Print one private-bench result, append it, and rewrite --out (and its markdown) so an
+/// interrupted matrix keeps what it measured.
+fn record_private(all: &mut Vec<mpcformer::bench::PrivateModelBench>, r: mpcformer::bench::PrivateModelBench, what: &str, c: &BenchPrivateCmd) -> Result<()> {
+    eprintln!(
+        "{what} {}: online {:.2}s offline {:.2}s, {} rounds, {:.1} MB/party (+{:.1} MB client), diff {:.1e}",
+        r.variant,
+        r.full.online_seconds,
+        r.full.offline_seconds,
+        r.full.rounds,
+        r.full.bytes_per_party as f64 / 1e6,
+        r.full.client_bytes_per_party as f64 / 1e6,
+        r.max_abs_logit_diff_vs_plaintext
+    );
+    all.push(r);
+    if let Some(p) = &c.out {
+        write_file_atomic(p, serde_json::to_string_pretty(&all)?.as_bytes())?;
+        if c.markdown {
+            write_file_atomic(&p.with_extension("md"), mpcformer::bench::private_markdown(all).as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
     use mpcformer::model::{HiddenAct, SoftmaxAct};
     if let Some(dir) = &c.model {
@@ -328,23 +351,7 @@ fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
         let mut all = Vec::new();
         for &seq in &c.seq_len {
             let r = mpcformer::bench::private_model_dir(&name, &md, seq, c.frac_bits).with_context(|| format!("{name} seq {seq}"))?;
-            eprintln!(
-                "{name} seq {seq} {}: online {:.2}s offline {:.2}s, {} rounds, {:.1} MB/party (+{:.1} MB client), diff {:.1e}",
-                r.variant,
-                r.full.online_seconds,
-                r.full.offline_seconds,
-                r.full.rounds,
-                r.full.bytes_per_party as f64 / 1e6,
-                r.full.client_bytes_per_party as f64 / 1e6,
-                r.max_abs_logit_diff_vs_plaintext
-            );
-            all.push(r);
-            if let Some(p) = &c.out {
-                write_file_atomic(p, serde_json::to_string_pretty(&all)?.as_bytes())?;
-                if c.markdown {
-                    write_file_atomic(&p.with_extension("md"), mpcformer::bench::private_markdown(&all).as_bytes())?;
-                }
-            }
+            record_private(&mut all, r, &format!("{name} seq {seq}"), &c)?;
         }
         println!("{}", mpcformer::bench::private_markdown(&all));
         return Ok(());
@@ -374,23 +381,7 @@ fn cmd_bench_private(c: BenchPrivateCmd) -> Result<()> {
             for &(act, sm) in &variants {
                 let r = mpcformer::bench::private_model(name, *layers, *hidden, *heads, c.vocab, seq, act, sm, c.frac_bits)
                     .with_context(|| format!("{name} seq {seq} {}+{}", act.name(), sm.name()))?;
-                eprintln!(
-                    "{name} seq {seq} {}: online {:.2}s offline {:.2}s, {} rounds, {:.1} MB/party (+{:.1} MB client), diff {:.1e}",
-                    r.variant,
-                    r.full.online_seconds,
-                    r.full.offline_seconds,
-                    r.full.rounds,
-                    r.full.bytes_per_party as f64 / 1e6,
-                    r.full.client_bytes_per_party as f64 / 1e6,
-                    r.max_abs_logit_diff_vs_plaintext
-                );
-                all.push(r);
-                if let Some(p) = &c.out {
-                    write_file_atomic(p, serde_json::to_string_pretty(&all)?.as_bytes())?;
-                    if c.markdown {
-                        write_file_atomic(&p.with_extension("md"), mpcformer::bench::private_markdown(&all).as_bytes())?;
-                    }
-                }
+                record_private(&mut all, r, &format!("{name} seq {seq}"), &c)?;
             }
         }
     }

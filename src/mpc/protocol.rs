@@ -311,18 +311,23 @@ pub fn mul_rows_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, Channe
     assert_eq!(rows * l, x.ring.len(), "mul_rows: {} values for {rows} rows", x.ring.len());
     let t = p.preprocessing(Request::RowMul { rows, l })?;
     let opened = open_many(p, &[&x.ring.sub(&RingTensor::new(&x.ring.shape, t.a.data.clone())), &y.ring.sub(&t.b)])?;
-    let (e, f) = (&opened[0], &opened[1]);
-    let z = (0..rows * l)
+    let z = row_product(p.id, &opened[0], &opened[1], &t, l);
+    Ok(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac })
+}
+
+/// This party's share of x ∘ broadcast(y) from the opened e = x − a, f = y − b and its
+/// row-broadcast triple (a [rows·l], b [rows], c = a ∘ broadcast(b)).
+fn row_product(id: usize, e: &RingTensor, f: &RingTensor, t: &super::dealer::Material, l: usize) -> Vec<u64> {
+    (0..e.len())
         .map(|i| {
             let r = i / l;
             let mut v = t.c.data[i].wrapping_add(e.data[i].wrapping_mul(t.b.data[r])).wrapping_add(t.a.data[i].wrapping_mul(f.data[r]));
-            if p.id == 0 {
+            if id == 0 {
                 v = v.wrapping_add(e.data[i].wrapping_mul(f.data[r]));
             }
             v
         })
-        .collect();
-    Ok(Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac })
+        .collect()
 }
 
 /// Elementwise products (one Beaver triple over their concatenation) and row-broadcast products
@@ -380,18 +385,8 @@ pub fn mul_raw_with_rows(
         .iter()
         .zip(&rts)
         .enumerate()
-        .map(|(j, ((x, y), (r, l, rt)))| {
-            let (e, f) = (&opened[2 + 2 * j], &opened[3 + 2 * j]);
-            let z = (0..r * l)
-                .map(|i| {
-                    let row = i / l;
-                    let mut v = rt.c.data[i].wrapping_add(e.data[i].wrapping_mul(rt.b.data[row])).wrapping_add(rt.a.data[i].wrapping_mul(f.data[row]));
-                    if p.id == 0 {
-                        v = v.wrapping_add(e.data[i].wrapping_mul(f.data[row]));
-                    }
-                    v
-                })
-                .collect();
+        .map(|(j, ((x, y), (_, l, rt)))| {
+            let z = row_product(p.id, &opened[2 + 2 * j], &opened[3 + 2 * j], rt, *l);
             Share { ring: RingTensor::new(&x.ring.shape, z), frac: x.frac + y.frac }
         })
         .collect();
