@@ -199,9 +199,9 @@ impl PartyServer {
     /// Join session `sid`: watch its links, build the party context and prepare the weights.
     fn establish(&self, epoch: u64, sid: String, seed: Seed, peer: Link, dealer: Link) -> Result<Session, DeployError> {
         for (a, b) in [(&peer, &dealer), (&dealer, &peer)] {
-            let (tx, other, label) = (self.events_tx.clone(), b.downgrade(), a.label().to_string());
+            let (tx, other) = (self.events_tx.clone(), b.downgrade());
             a.on_close(move |why| {
-                let reason = format!("link to {label} lost: {why}");
+                let reason = format!("session link lost: {why}");
                 if let Some(o) = other.upgrade() {
                     o.poison(&reason);
                 }
@@ -602,10 +602,10 @@ impl DealerServer {
                 continue;
             }
             // P0 only receives seeds; if its link breaks, wake the loop below (it waits on P1).
-            let (weak1, label0) = (p1.downgrade(), p0.label().to_string());
+            let weak1 = p1.downgrade();
             p0.on_close(move |why| {
                 if let Some(l) = weak1.upgrade() {
-                    l.poison(&format!("link to {label0} lost: {why}"));
+                    l.poison(&format!("session link lost: {why}"));
                 }
             });
             self.log.line(format!("session {} opened", short(&sid, 8)));

@@ -802,6 +802,10 @@ fn read_frames(
                 }
             }
         }
+        let from_peer = |e: ChannelError| match e {
+            ChannelError::Malformed(m) => ChannelError::Malformed(format!("from {label}: {m}")),
+            e => e,
+        };
         loop {
             match dec.next_frame() {
                 Ok(Some(f)) => match re.push(f) {
@@ -811,10 +815,10 @@ fn read_frames(
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => return e,
+                    Err(e) => return from_peer(e),
                 },
                 Ok(None) => break,
-                Err(e) => return e,
+                Err(e) => return from_peer(e),
             }
         }
         if eof {
