@@ -206,7 +206,7 @@ proptest! {
             prop_assert_eq!(d.data[i], nonneg as u64, "drelu of {}", vals[i] as i64);
             prop_assert_eq!(r.data[i], if nonneg { vals[i] } else { 0 }, "relu of {}", vals[i] as i64);
         }
-        prop_assert_eq!(p0.totals().rounds, 8 + 8, "DReLU 8 rounds, ReLU 8 (sign bit injected into the product)");
+        prop_assert_eq!(p0.totals().rounds, 5 + 5, "DReLU 5 rounds, ReLU 5 (sign bit injected into the product)");
     }
 }
 
@@ -263,7 +263,7 @@ fn private_reciprocal_over_a_wide_range() {
         let want = 1.0 / xq;
         assert!((got - want).abs() <= (2e-3 * want).max(3.0 * ulp), "1/{v} (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 24);
+    assert_eq!(p0.totals().rounds, 14);
 }
 
 /// reciprocal_ext at 8 extra bits for f = 16, 18, 20, from one ulp (1/x = 2^f, the 2ReLU row
@@ -339,7 +339,7 @@ fn private_rsqrt_over_a_wide_range() {
         let (got, want) = (decode(z.data[i], F), 1.0 / xq.sqrt());
         assert!((got - want).abs() <= (2e-3 * want).max(4.0 * ulp), "1/sqrt({v}) (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 26);
+    assert_eq!(p0.totals().rounds, 16);
 }
 
 #[test]
@@ -367,7 +367,7 @@ fn private_layer_norm_matches_plaintext() {
         }
     }
     // mean, products, truncation, normalisation 16, Newton 8 (with (x − μ)γ·d riding along), final product 2.
-    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 16 + 8 + 2);
+    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 6 + 8 + 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,6 +451,46 @@ proptest! {
         prop_assert_eq!(p0.totals().rounds, 1);
     }
 
+    /// Many-bit injection against one value per element is exact and takes one round.
+    #[test]
+    fn many_bit_injection_is_exact(m in 1usize..70, v in prop::collection::vec(any::<u64>(), 1..12), seed in any::<u64>()) {
+        let n = v.len();
+        let bits: Vec<u64> = (0..n * m).map(|j| (seed.rotate_left(j as u32 % 64) ^ (j as u64 * 0x9e37)) & 1).collect();
+        let pad = share_public(&RingTensor::new(&[n * m], vec![0; n * m])).0.map(|w| w & 1);
+        let b = [RingTensor::new(&[n * m], bits.clone()).zip_words(&pad, |a, b| a ^ b), pad];
+        let xs = shares(&RingTensor::new(&[n], v.clone()));
+        let ((o0, p0), (o1, _), _) = run_local(move |p| {
+            mpcformer::mpc::compare::inject_many(p, &b[p.id].data, &xs[p.id].data, m).unwrap()
+        });
+        for j in 0..n * m {
+            prop_assert_eq!(o0.0[j].wrapping_add(o1.0[j]), bits[j], "bit {}", j);
+            prop_assert_eq!(o0.1[j].wrapping_add(o1.1[j]), bits[j] * v[j / m], "bit·x {}", j);
+        }
+        prop_assert_eq!(p0.totals().rounds, 1);
+    }
+
+    /// Threshold comparisons sharing one opening are exact, including at the threshold and
+    /// at the edges of the signed range; 4 rounds for any number of thresholds.
+    #[test]
+    fn threshold_comparisons_are_exact(v in prop::collection::vec(-(1i64 << 61)..(1i64 << 61), 1..20),
+                                       t in prop::collection::vec(-(1i64 << 61)..(1i64 << 61), 1..8)) {
+        let mut vals = v.clone();
+        vals.extend_from_slice(&[0, 1, -1, t[0], t[0] - 1, t[0] + 1, (1 << 61) + 7, -(1 << 61)]);
+        let ts: Vec<u64> = t.iter().map(|&x| x as u64).collect();
+        let xs = shares(&RingTensor::new(&[vals.len()], vals.iter().map(|&x| x as u64).collect()));
+        let ts2 = ts.clone();
+        let ((b0, p0), (b1, _), _) = run_local(move |p| {
+            mpcformer::mpc::compare::ge_thresholds(p, &Share { ring: xs[p.id].clone(), frac: 0 }, &ts2).unwrap()
+        });
+        for (i, &x) in vals.iter().enumerate() {
+            for (j, &tj) in t.iter().enumerate() {
+                let k = i * ts.len() + j;
+                prop_assert_eq!((b0[k] ^ b1[k]) & 1, (x >= tj) as u64, "[{} ≥ {}]", x, tj);
+            }
+        }
+        prop_assert_eq!(p0.totals().rounds, 4);
+    }
+
     /// Row maxima are exact (the fixed-point reference is the integer maximum), for any width.
     #[test]
     fn row_max_is_exact(rows in 1usize..5, l in 1usize..20, seed in any::<u64>()) {
@@ -461,7 +501,7 @@ proptest! {
             let want = vals[r * l..(r + 1) * l].iter().map(|&v| encode(v, F) as i64).max().unwrap();
             prop_assert_eq!(encode(got[r], F) as i64, want);
         }
-        prop_assert_eq!(rounds, 8 * (usize::BITS - (l - 1).leading_zeros()) as u64);
+        prop_assert_eq!(rounds, 5 * (usize::BITS - (l - 1).leading_zeros()) as u64);
     }
 
     /// GeLU (both forms) and tanh against their plaintext piecewise twins: only fixed-point
@@ -492,7 +532,7 @@ fn private_exp_over_its_whole_domain() {
         assert!((got[i] - want).abs() <= 6e-6 + 1.3 * 2f64.powi(-(F as i32)), "exp({xq}) = {} vs {want}", got[i]);
         assert!(got[i] >= 0.0);
     }
-    assert_eq!(rounds, 22);
+    assert_eq!(rounds, 19);
 }
 
 #[test]
@@ -516,7 +556,7 @@ fn private_softmax_matches_f64() {
             }
         }
         let levels = (usize::BITS - (l - 1).leading_zeros()) as u64;
-        assert_eq!(rounds, 8 * levels + 22 + 24 + 2, "softmax rounds for L = {l}");
+        assert_eq!(rounds, 5 * levels + 19 + 14 + 2, "softmax rounds for L = {l}");
     }
 }
 
@@ -533,7 +573,7 @@ fn private_gelu_and_tanh_match_f64_everywhere() {
             let want = gelu_exact(form, xq);
             assert!((got[i] - want).abs() < 1.6e-4, "{form:?} gelu({xq}) = {} vs {want}", got[i]);
         }
-        assert_eq!(rounds, 15);
+        assert_eq!(rounds, 12);
     }
     let xs = grid(12.0, approx::TANH_T);
     let (got, rounds) = run1(&xs, 0, |p, x| approx::tanh(p, x).unwrap());
@@ -541,7 +581,7 @@ fn private_gelu_and_tanh_match_f64_everywhere() {
         let xq = decode(encode(x, F), F);
         assert!((got[i] - xq.tanh()).abs() < 2.2e-4, "tanh({xq}) = {} vs {}", got[i], xq.tanh());
     }
-    assert_eq!(rounds, 18);
+    assert_eq!(rounds, 15);
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub fn quad(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     truncate(p, &z, f + 3)
 }
 
-use super::compare::{bit_to_arith, to_bits};
+use super::compare::{ge_thresholds, inject_many};
 use super::protocol::mul_raw;
 use super::ring::RingTensor;
 
@@ -90,38 +90,29 @@ fn normalise(
     assert!(2 * f < 62, "normalise: scale {f} too large");
     let n = x.ring.len();
     let shape = x.ring.shape.clone();
-    let bits = to_bits(p, &Share { ring: x.ring.clone(), frac: 0 })?;
-    // Prefix-OR towards the low bits: y_i = OR of bits ≥ i.
-    let mut y = bits;
-    for s in [1u32, 2, 4, 8, 16, 32] {
-        let ys = y.map(|w| w >> s);
-        let and = super::compare::and_words(p, &y, &ys)?;
-        y = RingTensor::new(&shape, (0..n).map(|i| y.data[i] ^ ys.data[i] ^ and.data[i]).collect());
-    }
-    let h = y.zip_words(&y.map(|w| w >> 1), |a, b| a ^ b);
-    // Bits 0..=61 of h (x < 2^62), element-major, to arithmetic in one round.
+    // Thermometer code [x ≥ 2^i], i = 0…61, and its one-hot leading bit hᵢ = [x ≥ 2^i] ⊕ [x ≥ 2^(i+1)].
     let per = 62usize;
-    let flat = RingTensor::new(&[n * per], (0..n * per).map(|j| (h.data[j / per] >> (j % per)) & 1).collect());
-    let a = bit_to_arith(p, &flat)?;
+    let ts: Vec<u64> = (0..per).map(|i| 1u64 << i).collect();
+    let ge = ge_thresholds(p, &Share { ring: x.ring.clone(), frac: 0 }, &ts)?;
+    let h: Vec<u64> = (0..n * per).map(|j| if j % per == per - 1 { ge[j] } else { ge[j] ^ ge[j + 1] }).collect();
+    // hᵢ and hᵢ·x in one round; then c·x = Σᵢ hᵢ·x·2^(61−i) and the factors are local sums.
+    let (a, ax) = inject_many(p, &h, &x.ring.data, per)?;
     let mut c = vec![0u64; n];
     let mut cb = vec![0u64; n];
     let mut d = vec![vec![0u64; n]; factors.len()];
     let slopes: Vec<u64> = (0..per).map(|i| (slope * 2f64.powi(61 - i as i32)).round() as u64).collect();
     for e in 0..n {
         for (i, &slope_i) in slopes.iter().enumerate() {
-            let bit = a.ring.data[e * per + i];
-            c[e] = c[e].wrapping_add(bit.wrapping_mul(1u64 << (61 - i)));
-            cb[e] = cb[e].wrapping_add(bit.wrapping_mul(slope_i));
+            let (bit, bx) = (a[e * per + i], ax[e * per + i]);
+            c[e] = c[e].wrapping_add(bx.wrapping_mul(1u64 << (61 - i)));
+            cb[e] = cb[e].wrapping_add(bx.wrapping_mul(slope_i));
             for (dj, factor) in d.iter_mut().zip(factors) {
                 dj[e] = dj[e].wrapping_add(bit.wrapping_mul(factor(i as u32)));
             }
         }
     }
-    let c = Share { ring: RingTensor::new(&shape, c), frac: 0 };
-    let cb = Share { ring: RingTensor::new(&shape, cb), frac: 0 };
     // x·c ∈ [2^61, 2^62) and x·cb = slope·x·c < 2^62 (slope < 1): inside the truncation's domain.
-    let xs = Share { ring: x.ring.clone(), frac: 61 };
-    let v = mul_many_raw(p, &[(&xs, &c), (&xs, &cb)])?;
+    let v = [Share { ring: RingTensor::new(&shape, c), frac: 61 }, Share { ring: RingTensor::new(&shape, cb), frac: 61 }];
     let mut t = truncate_many(p, &v, 61 - f)?;
     let bu = t.pop().expect("two products");
     let u = t.pop().expect("two products");

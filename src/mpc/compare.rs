@@ -10,10 +10,12 @@
 //! 3. msb = p₆₃ ⊕ carry₆₂;
 //! 4. to arithmetic with a daBit t: open v = msb ⊕ t (one round), [msb] = v + [t] − 2v·[t].
 //!
-//! Rounds: DReLU 8 (7 + daBit conversion), ReLU 8: the XOR-shared sign bit is injected straight
-//! into the product (`bit_mul_many`: one round opens b ⊕ t and x − a together), so the bit is
-//! never converted separately. The same carry circuit gives full arithmetic-to-binary conversion
-//! (`to_bits`, 7 rounds).
+//! Step 2 for the sign bit alone runs as a tree of fan-in-4 AND gates (three rounds, `and4`).
+//!
+//! Rounds: sign bit 4, DReLU 5 (4 + daBit conversion), ReLU 5: the XOR-shared sign bit is
+//! injected straight into the product (`bit_mul_many`: one round opens b ⊕ t and x − a
+//! together), so the bit is never converted separately. The binary carry circuit gives full
+//! arithmetic-to-binary conversion (`to_bits`, 7 rounds).
 
 use super::channel::ChannelError;
 use super::dealer::Request;
@@ -108,42 +110,114 @@ fn unpack(words: &[u64], n: usize, w: u32) -> Vec<u64> {
     (0..n).map(|i| (words[i / per] >> ((i % per) as u32 * w)) & mask).collect()
 }
 
-/// AND of XOR-shared w-bit values, several pairs in one round, packed 64/w values per word.
-fn and_packed(p: &mut Party, pairs: &[(&[u64], &[u64])], w: u32) -> Result<Vec<Vec<u64>>, ChannelError> {
-    let packed: Vec<(RingTensor, RingTensor)> = pairs
-        .iter()
-        .map(|(x, y)| {
-            let (a, b) = (pack(x, w), pack(y, w));
-            (RingTensor::new(&[a.len()], a), RingTensor::new(&[b.len()], b))
-        })
-        .collect();
-    let refs: Vec<(&RingTensor, &RingTensor)> = packed.iter().map(|(a, b)| (a, b)).collect();
-    let out = and_many(p, &refs)?;
-    Ok(out.iter().zip(pairs).map(|(o, (x, _))| unpack(&o.data, x.len(), w)).collect())
+/// One fan-in-4 carry-lookahead step on bit-sliced lane words, in one round: from the
+/// (generate, propagate) pairs of four adjacent groups (index 3 the most significant) it
+/// returns the merged pair
+///   G = G₃ ⊕ P₃G₂ ⊕ P₃P₂G₁ ⊕ P₃P₂P₁G₀,  P = P₃P₂P₁P₀
+/// (the terms are disjoint events, so ⊕ is their OR). The seven variables P₀…P₃, G₀…G₂ are
+/// opened under dealer masks m, d = v ⊕ m, and each product expands over the subsets T of its
+/// variables as Π(d ⊕ m) = ⊕_T (Π_{v∉T} d_v)·m_T, with XOR shares of every mask product m_T
+/// (|T| ≥ 2) from the dealer — the multi-fan-in AND of Damgård et al. (TCC 2006), in one
+/// round instead of the two of a binary tree.
+fn and4(p: &mut Party, g: [&[u64]; 4], pr: [&[u64]; 4]) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
+    use super::dealer::{and4_terms, AND4_PRODUCTS, AND4_VARS};
+    let n = g[0].len();
+    let t = p.preprocessing(Request::And4 { n })?;
+    let vars: [&[u64]; AND4_VARS] = [pr[0], pr[1], pr[2], pr[3], g[0], g[1], g[2]];
+    let mut mine = Vec::with_capacity(AND4_VARS * n);
+    for (v, x) in vars.iter().enumerate() {
+        mine.extend(x.iter().enumerate().map(|(j, &w)| w ^ t.a.data[v * n + j]));
+    }
+    let theirs = p.exchange(&mine)?;
+    let d: Vec<u64> = mine.iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
+    let terms = and4_terms();
+    let p0 = p.id == 0;
+    // Share of the product over the variable set `s` for lane word j.
+    let product = |s: u8, j: usize| -> u64 {
+        let mut acc = 0u64;
+        // Every subset T of s (T = ∅ is the public Π d, held by P0).
+        let mut sub = s;
+        loop {
+            let rest = s & !sub;
+            let pub_part = (0..AND4_VARS).filter(|v| rest >> v & 1 == 1).fold(u64::MAX, |a, v| a & d[v * n + j]);
+            let mask_part = match sub.count_ones() {
+                0 => {
+                    if p0 {
+                        u64::MAX
+                    } else {
+                        0
+                    }
+                }
+                1 => t.a.data[sub.trailing_zeros() as usize * n + j],
+                _ => {
+                    let ti = terms.binary_search(&sub).expect("dealer supplies every subset product");
+                    t.c.data[ti * n + j]
+                }
+            };
+            acc ^= pub_part & mask_part;
+            if sub == 0 {
+                break;
+            }
+            sub = (sub - 1) & s;
+        }
+        acc
+    };
+    let mut gout = Vec::with_capacity(n);
+    let mut pout = Vec::with_capacity(n);
+    for j in 0..n {
+        gout.push(g[3][j] ^ product(AND4_PRODUCTS[0], j) ^ product(AND4_PRODUCTS[1], j) ^ product(AND4_PRODUCTS[2], j));
+        pout.push(product(AND4_PRODUCTS[3], j));
+    }
+    Ok((gout, pout))
 }
 
-/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂, 7 rounds.
-///
-/// Only the carry into bit 63 is needed, so instead of all 64 prefix carries (`carries`, 768 AND
-/// gates per element) a tree of (generate, propagate) groups halves the width at each of its six
-/// levels — G = G_hi ⊕ P_hi·G_lo, P = P_hi·P_lo, the top level without P — 125 AND gates per
-/// element, with the level's bits packed densely into the opened words: about 5 words per
-/// element and comparison instead of 25. Position 63 is the identity group (G = 0, P = 1), so
-/// the root is the carry out of bits 0…62.
+/// Bits j, j + 4, j + 8, … of x moved to bits 0, 1, 2, … (the rest cleared).
+fn compress4(x: u64, j: u32) -> u64 {
+    compress_even(compress_even(x >> j))
+}
+
+/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂, 4 rounds.
 pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     let n = x.ring.len();
     let shape = x.ring.shape.clone();
     let eda = p.preprocessing(Request::EdaBit { n })?;
     let c = open_many(p, &[&x.ring.add(&RingTensor::new(&shape, eda.a.data))])?.remove(0);
+    Ok(RingTensor::new(&shape, msb_of_difference(p, &c.data, &eda.b.data, |i| i)?))
+}
+
+/// XOR shares (bit 0) of [x ≥ tⱼ] for every element of x and every public threshold tⱼ
+/// (element-major, n·m bits), 4 rounds: one opening c = x + r serves all thresholds
+/// (x − tⱼ = (c − tⱼ) − r), then one carry tree per pair. Each x − tⱼ must lie in
+/// (−2^63, 2^63) as a signed ring value.
+pub fn ge_thresholds(p: &mut Party, x: &Share, ts: &[u64]) -> Result<Vec<u64>, ChannelError> {
+    let n = x.ring.len();
+    let m = ts.len();
+    let eda = p.preprocessing(Request::EdaBit { n })?;
+    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&x.ring.shape, eda.a.data))])?.remove(0);
+    let cs: Vec<u64> = (0..n * m).map(|i| c.data[i / m].wrapping_sub(ts[i % m])).collect();
+    let one = p.public_term(1);
+    Ok(msb_of_difference(p, &cs, &eda.b.data, |i| i / m)?.into_iter().map(|b| b ^ one).collect())
+}
+
+/// XOR shares (bit 0) of msb(cᵢ − r_{k(i)}) for public cᵢ and XOR-shared r (`rb`), 3 rounds.
+///
+/// Only the carry into bit 63 is needed, so instead of all 64 prefix carries (`carries`, 768
+/// AND gates per element) a tree of (generate, propagate) groups quarters the width at each of
+/// its three levels (64 → 16 → 4 → 1, [`and4`]), with the level's bits packed densely into
+/// the opened words. Position 63 is the identity group (G = 0, P = 1), so the root is the
+/// carry out of bits 0…62. With the carry-in 1 of c + ¬r + 1 folded into bit 0.
+fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], k: impl Fn(usize) -> usize) -> Result<Vec<u64>, ChannelError> {
+    let n = c.len();
     let p0 = p.id == 0;
     let top = 1u64 << 63;
     let mut prop63 = Vec::with_capacity(n);
     let mut g = Vec::with_capacity(n);
     let mut pp = Vec::with_capacity(n);
     for i in 0..n {
-        let nr = if p0 { !eda.b.data[i] } else { eda.b.data[i] };
-        let prop = if p0 { nr ^ c.data[i] } else { nr };
-        let gen = nr & c.data[i];
+        let r = rb[k(i)];
+        let nr = if p0 { !r } else { r };
+        let prop = if p0 { nr ^ c[i] } else { nr };
+        let gen = nr & c[i];
         prop63.push(prop >> 63);
         // Carry-in 1 at bit 0 (as in `carries`), identity group at bit 63.
         g.push((gen ^ (prop & 1)) & !top);
@@ -151,23 +225,51 @@ pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     }
     let mut w = 64u32;
     while w > 1 {
-        let h = w / 2;
-        let split = |v: &[u64]| -> (Vec<u64>, Vec<u64>) {
-            (v.iter().map(|&x| compress_even(x >> 1)).collect(), v.iter().map(|&x| compress_even(x)).collect())
+        let h = w / 4;
+        let parts = |v: &[u64]| -> Vec<Vec<u64>> {
+            (0..4).map(|j| pack(&v.iter().map(|&x| compress4(x, j)).collect::<Vec<_>>(), h)).collect()
         };
-        let (ghi, glo) = split(&g);
-        let (phi, plo) = split(&pp);
-        if h == 1 {
-            let t = and_packed(p, &[(&phi, &glo)], h)?;
-            g = ghi.iter().zip(&t[0]).map(|(a, b)| a ^ b).collect();
-        } else {
-            let t = and_packed(p, &[(&phi, &glo), (&phi, &plo)], h)?;
-            g = ghi.iter().zip(&t[0]).map(|(a, b)| a ^ b).collect();
-            pp = t[1].clone();
-        }
+        let (gs, ps) = (parts(&g), parts(&pp));
+        let (gw, pw) = and4(p, [&gs[0], &gs[1], &gs[2], &gs[3]], [&ps[0], &ps[1], &ps[2], &ps[3]])?;
+        g = unpack(&gw, n, h);
+        pp = unpack(&pw, n, h);
         w = h;
     }
-    Ok(RingTensor::new(&shape, (0..n).map(|i| (prop63[i] ^ g[i]) & 1).collect()))
+    Ok((0..n).map(|i| (prop63[i] ^ g[i]) & 1).collect())
+}
+
+/// [hᵢⱼ] and [hᵢⱼ·xᵢ] for XOR-shared bits hᵢⱼ (m per element, bit 0 of each word,
+/// element-major) and arithmetic xᵢ, in **one** round: the bits are opened under daBits,
+/// v = h ⊕ t (packed 64 per word), and x − a once per element, not once per bit (the dealer's
+/// a·tⱼ products all use the same a). Then h = v + t − 2vt and
+/// h·x = v·x + (1 − 2v)·(e·[t] + [a·t]) are local. Returns (h, h·x), h at scale 0 and h·x at
+/// x's ring scale.
+pub fn inject_many(p: &mut Party, bits: &[u64], x: &[u64], m: usize) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
+    let n = x.len();
+    assert_eq!(bits.len(), n * m, "inject_many: {} bits for {n} values × {m}", bits.len());
+    let t = p.preprocessing(Request::InjectMany { n, m })?;
+    let (ta, amask) = t.a.data.split_at(n * m);
+    let words = (n * m).div_ceil(64);
+    let mut mine = vec![0u64; words + n];
+    for (j, &b) in bits.iter().enumerate() {
+        mine[j / 64] |= ((b ^ t.b.data[j]) & 1) << (j % 64);
+    }
+    for i in 0..n {
+        mine[words + i] = x[i].wrapping_sub(amask[i]);
+    }
+    let theirs = p.exchange(&mine)?;
+    let mut h = Vec::with_capacity(n * m);
+    let mut hx = Vec::with_capacity(n * m);
+    for j in 0..n * m {
+        let i = j / m;
+        let v = ((mine[j / 64] ^ theirs[j / 64]) >> (j % 64)) & 1;
+        let e = mine[words + i].wrapping_add(theirs[words + i]);
+        let one_m2v = 1u64.wrapping_sub(2 * v);
+        h.push(p.public_term(v).wrapping_add(one_m2v.wrapping_mul(ta[j])));
+        let tx = e.wrapping_mul(ta[j]).wrapping_add(t.c.data[j]);
+        hx.push(v.wrapping_mul(x[i]).wrapping_add(one_m2v.wrapping_mul(tx)));
+    }
+    Ok((h, hx))
 }
 
 /// Arithmetic-to-binary conversion: XOR shares of all 64 bits of x (7 rounds).
@@ -201,7 +303,7 @@ pub fn drelu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     Ok(Share { ring: a.ring.neg().add_scalar(one), frac: 0 })
 }
 
-/// XOR shares (bit 0) of [x ≥ 0] (the negated sign bit), 7 rounds.
+/// XOR shares (bit 0) of [x ≥ 0] (the negated sign bit), 4 rounds.
 pub fn ge_zero_bits(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     let m = msb(p, x)?;
     let one = p.public_term(1);
@@ -250,7 +352,7 @@ pub fn bit_mul_many(p: &mut Party, pairs: &[(&RingTensor, &Share)]) -> Result<Ve
     Ok(out)
 }
 
-/// ReLU(x) = x·[x ≥ 0], same scale as x, 8 rounds (sign bit 7, bit injection 1).
+/// ReLU(x) = x·[x ≥ 0], same scale as x, 5 rounds (sign bit 4, bit injection 1).
 pub fn relu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let d = ge_zero_bits(p, x)?;
     Ok(bit_mul_many(p, &[(&d, x)])?.remove(0))

@@ -44,6 +44,30 @@ pub enum Request {
     EmbedMask { id: u64, m: usize },
     /// Row-broadcast triple: a [rows·l], b [rows], c = a ∘ broadcast(b) (one factor per row).
     RowMul { rows: usize, l: usize },
+    /// Fan-in-4 AND material for n lane words (`compare::and4`): XOR-shared masks of the
+    /// [`AND4_VARS`] variables and of the products of every mask subset in [`and4_terms`].
+    And4 { n: usize },
+    /// Many-bit injection against one value per element: per element a uniform a, and per each
+    /// of its m bits a daBit t (arithmetic and XOR) and c = a·t (`compare::inject_many`).
+    InjectMany { n: usize, m: usize },
+}
+
+/// Variables of one fan-in-4 carry-lookahead step that get masked and opened: the propagate
+/// bits P₀…P₃ and generate bits G₀…G₂ of four adjacent groups (G₃ enters only linearly).
+pub const AND4_VARS: usize = 7;
+
+/// Bit sets (over the [`AND4_VARS`] variables: P₀..P₃ = bits 0..3, G₀..G₂ = bits 4..6) of the
+/// four products of a fan-in-4 step — P₃G₂, P₃P₂G₁, P₃P₂P₁G₀ and P₃P₂P₁P₀.
+pub const AND4_PRODUCTS: [u8; 4] = [0b100_1000, 0b010_1100, 0b001_1110, 0b000_1111];
+
+/// Every subset with two or more variables of one of [`AND4_PRODUCTS`], each once, in a fixed
+/// order (the dealer supplies XOR shares of the product of their masks).
+pub fn and4_terms() -> Vec<u8> {
+    let mut t: Vec<u8> = (1u8..128)
+        .filter(|&s| s.count_ones() >= 2 && AND4_PRODUCTS.iter().any(|&p| s & p == s))
+        .collect();
+    t.sort_unstable();
+    t
 }
 
 impl Request {
@@ -62,6 +86,8 @@ impl Request {
             Request::EmbedMask { id, m } => (10, id, m as u64, 0),
             Request::EmbedSeed => (11, 0, 0, 0),
             Request::RowMul { rows, l } => (12, rows as u64, l as u64, 0),
+            Request::And4 { n } => (13, n as u64, 0, 0),
+            Request::InjectMany { n, m } => (14, n as u64, m as u64, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -81,6 +107,8 @@ impl Request {
             10 => Request::EmbedMask { id: v[1], m: v[2] as usize },
             11 => Request::EmbedSeed,
             12 => Request::RowMul { rows: v[1] as usize, l: v[2] as usize },
+            13 => Request::And4 { n: v[1] as usize },
+            14 => Request::InjectMany { n: v[1] as usize, m: v[2] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -93,6 +121,8 @@ impl Request {
             Request::Trunc { n, .. } | Request::BitMul { n } => 2 * n,
             Request::EmbedMask { id, m } => m * weight_cols(id),
             Request::RowMul { rows, l } => rows * l,
+            Request::And4 { n } => n * and4_terms().len(),
+            Request::InjectMany { n, m } => 2 * n * m,
             Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
@@ -221,6 +251,27 @@ impl Dealer {
                 let (a1, b1) = (self.prg1.ring(&[rows * l]), self.prg1.ring(&[rows]));
                 let (a, b) = (a0.add(&a1), b0.add(&b1));
                 (0..rows * l).map(|i| a.data[i].wrapping_mul(b.data[i / l]).wrapping_sub(c0.data[i])).collect()
+            }
+            Request::And4 { n } => {
+                let (m0, p0) = (self.prg0.ring(&[AND4_VARS * n]), self.prg0.ring(&[and4_terms().len() * n]));
+                let m = m0.zip_words(&self.prg1.ring(&[AND4_VARS * n]), |a, b| a ^ b);
+                let mut out = Vec::with_capacity(p0.len());
+                for (ti, &t) in and4_terms().iter().enumerate() {
+                    for j in 0..n {
+                        let prod = (0..AND4_VARS).filter(|v| t >> v & 1 == 1).fold(u64::MAX, |a, v| a & m.data[v * n + j]);
+                        out.push(prod ^ p0.data[ti * n + j]);
+                    }
+                }
+                out
+            }
+            Request::InjectMany { n, m } => {
+                let (ta0, tb0) = (self.prg0.ring(&[n * m]), self.prg0.ring(&[n * m]).map(|x| x & 1));
+                let (a0, c0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n * m]));
+                let (tb1, a1) = (self.prg1.ring(&[n * m]).map(|x| x & 1), self.prg1.ring(&[n]));
+                let t: Vec<u64> = (0..n * m).map(|i| tb0.data[i] ^ tb1.data[i]).collect();
+                let mut out: Vec<u64> = (0..n * m).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
+                out.extend((0..n * m).map(|i| a0.data[i / m].wrapping_add(a1.data[i / m]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
+                out
             }
             Request::EmbedSeed => {
                 self.embed_seeds = (self.prg0.ring(&[2]).data, self.prg1.ring(&[2]).data);
@@ -411,6 +462,29 @@ impl DealerLink {
                 let (a, b) = (prg.ring(&[rows * l]), prg.ring(&[rows]));
                 let c = if p0 { prg.ring(&[rows * l]) } else { RingTensor::new(&[rows * l], corr.unwrap_or_default()) };
                 Material { a, b, c }
+            }
+            // (masks [AND4_VARS·n], ∅, mask products [terms·n]), variable- and term-major.
+            Request::And4 { n } => {
+                let a = prg.ring(&[AND4_VARS * n]);
+                let k = and4_terms().len() * n;
+                let c = if p0 { prg.ring(&[k]) } else { RingTensor::new(&[k], corr.unwrap_or_default()) };
+                Material { a, b: empty(), c }
+            }
+            // ([t arithmetic (n·m) ; a (n)], t as XOR-shared bits, a·t), element-major.
+            Request::InjectMany { n, m } => {
+                if p0 {
+                    let (ta, tb) = (prg.ring(&[n * m]), prg.ring(&[n * m]).map(|x| x & 1));
+                    let (a, c) = (prg.ring(&[n]), prg.ring(&[n * m]));
+                    let mut ta_a = ta.data;
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[n * m + n], ta_a), b: tb, c }
+                } else {
+                    let (tb, a) = (prg.ring(&[n * m]).map(|x| x & 1), prg.ring(&[n]));
+                    let corr = corr.unwrap_or_default();
+                    let mut ta_a = corr[..n * m].to_vec();
+                    ta_a.extend_from_slice(&a.data);
+                    Material { a: RingTensor::new(&[n * m + n], ta_a), b: tb, c: RingTensor::new(&[n * m], corr[n * m..].to_vec()) }
+                }
             }
             // (∅, the seed kᵢ as two words, ∅)
             Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },
