@@ -263,7 +263,7 @@ fn private_reciprocal_over_a_wide_range() {
         let want = 1.0 / xq;
         assert!((got - want).abs() <= (2e-3 * want).max(3.0 * ulp), "1/{v} (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 14);
+    assert_eq!(p0.totals().rounds, 11);
 }
 
 /// reciprocal_ext at 8 extra bits for f = 16, 18, 20, from one ulp (1/x = 2^f, the 2ReLU row
@@ -287,6 +287,31 @@ fn private_reciprocal_ext_from_one_ulp_at_16_to_20_bits() {
             assert!((got - want).abs() <= (2e-4 * want).max(4.0 * ulp / 256.0), "f={f}: 1/{v} (encoded {xq}): {got} vs {want}");
         }
     }
+}
+
+/// reciprocal_ext_to: an input at scale 2f (an untruncated sum of squares), result at f + s.
+#[test]
+fn private_reciprocal_of_a_double_scale_input() {
+    let (f, s) = (18u32, 7u32);
+    let mut xs: Vec<f64> = vec![2f64.powi(-36), 1e-6, 0.37];
+    xs.extend((0..30).map(|i| 1e-3 * 10f64.powf(i as f64 * 10.0 / 29.0)));
+    let x = RingTensor::new(&[xs.len()], xs.iter().map(|&v| encode(v, 2 * f)).collect());
+    let sh = shares(&x);
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        mpcformer::mpc::approx::reciprocal_ext_to(p, &Share { ring: sh[p.id].clone(), frac: 2 * f }, s, f).unwrap()
+    });
+    assert_eq!(o0.frac, f + s);
+    let z = o0.ring.add(&o1.ring);
+    for (i, &v) in xs.iter().enumerate() {
+        let xq = decode(x.data[i], 2 * f);
+        let want = 1.0 / xq;
+        let got = decode(z.data[i], f + s);
+        // Only results representable at scale f + s (below 2^61 in the ring) are required.
+        if want * 2f64.powi((f + s) as i32) < 2f64.powi(61) {
+            assert!((got - want).abs() <= (2e-4 * want).max(4.0 * 2f64.powi(-((f + s) as i32))), "1/{v}: {got} vs {want}");
+        }
+    }
+    assert_eq!(p0.totals().rounds, 11);
 }
 
 #[test]
@@ -339,7 +364,7 @@ fn private_rsqrt_over_a_wide_range() {
         let (got, want) = (decode(z.data[i], F), 1.0 / xq.sqrt());
         assert!((got - want).abs() <= (2e-3 * want).max(4.0 * ulp), "1/sqrt({v}) (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 16);
+    assert_eq!(p0.totals().rounds, 11);
 }
 
 #[test]
@@ -367,7 +392,7 @@ fn private_layer_norm_matches_plaintext() {
         }
     }
     // mean, products, truncation, normalisation 16, Newton 8 (with (x − μ)γ·d riding along), final product 2.
-    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 6 + 8 + 2);
+    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 11);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,7 +581,7 @@ fn private_softmax_matches_f64() {
             }
         }
         let levels = (usize::BITS - (l - 1).leading_zeros()) as u64;
-        assert_eq!(rounds, 5 * levels + 19 + 14 + 2, "softmax rounds for L = {l}");
+        assert_eq!(rounds, 5 * levels + 19 + 11 + 2, "softmax rounds for L = {l}");
     }
 }
 
@@ -617,5 +642,67 @@ fn long_row_normalisation_keeps_precision() {
             assert!((q[r * l + j] - wq).abs() <= 2.0 * ulp + 1e-3 * wq, "2quad row {r} col {j}: {} vs {wq}", q[r * l + j]);
             assert!((sm[r * l + j] - ws).abs() <= 2.0 * ulp + 1e-3 * ws, "softmax row {r} col {j}: {} vs {ws}", sm[r * l + j]);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Truncation fused with its consumers: the truncated values are ⌊x/2^f⌋ or one more, and
+    /// every product (ready × truncation output, broadcast or not, affine truncation output ×
+    /// truncation output, ready × ready) equals the exact ring product of the revealed operands,
+    /// all in one round.
+    #[test]
+    fn fused_truncation_and_products_are_exact(
+        rows in 1usize..5, l in 1usize..6, f in 1u32..40,
+        seed in any::<u64>(), alpha in any::<u64>(), kappa in any::<u64>(),
+    ) {
+        use mpcformer::mpc::fused::{truncate_mul, Operand};
+        let n = rows * l;
+        let mut s = seed | 1;
+        let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+        // Values to truncate: |x| < 2^62, including the extremes.
+        let mut xv: Vec<u64> = (0..n).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
+        xv[0] = (1u64 << 62) - 1;
+        if n > 1 { xv[1] = (-(1i64 << 62) + 1) as u64; }
+        let rv: Vec<u64> = (0..rows).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
+        let zv: Vec<u64> = (0..n).map(|_| next()).collect();
+        let yv: Vec<u64> = (0..n).map(|_| next()).collect();
+        let (xs, rs, zs, ys) = (shares(&RingTensor::new(&[n], xv.clone())), shares(&RingTensor::new(&[rows], rv.clone())),
+            shares(&RingTensor::new(&[n], zv.clone())), shares(&RingTensor::new(&[n], yv.clone())));
+        let ((o0, p0), (o1, _), _) = run_local(move |p| {
+            let x = Share { ring: xs[p.id].clone(), frac: 45 };
+            let r = Share { ring: rs[p.id].clone(), frac: 45 };
+            let z = Share { ring: zs[p.id].clone(), frac: 3 };
+            let y = Share { ring: ys[p.id].clone(), frac: 2 };
+            let (t, prods) = truncate_mul(p, &[(&x, f), (&r, f)], &[
+                (Operand::Ready(&z), Operand::t(0)),
+                (Operand::t(0), Operand::Ready(&z)),
+                (Operand::Ready(&z), Operand::t(1)),
+                (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::t(0)),
+                (Operand::Ready(&z), Operand::Ready(&y)),
+            ]).unwrap();
+            (t.into_iter().map(|s| s.ring).collect::<Vec<_>>(), prods.into_iter().map(|s| (s.ring, s.frac)).collect::<Vec<_>>())
+        });
+        let t: Vec<RingTensor> = o0.0.iter().zip(&o1.0).map(|(a, b)| a.add(b)).collect();
+        for (vals, tv) in [(&xv, &t[0]), (&rv, &t[1])] {
+            for (i, &v) in vals.iter().enumerate() {
+                let fl = (v as i64) >> f;
+                let d = (tv.data[i] as i64).wrapping_sub(fl);
+                prop_assert!(d == 0 || d == 1, "trunc({}) by {} = {} ", v as i64, f, tv.data[i] as i64);
+            }
+        }
+        let pr: Vec<RingTensor> = o0.1.iter().zip(&o1.1).map(|(a, b)| a.0.add(&b.0)).collect();
+        for i in 0..n {
+            prop_assert_eq!(pr[0].data[i], zv[i].wrapping_mul(t[0].data[i]));
+            prop_assert_eq!(pr[1].data[i], zv[i].wrapping_mul(t[0].data[i]));
+            prop_assert_eq!(pr[2].data[i], zv[i].wrapping_mul(t[1].data[i / l]), "broadcast row {}", i / l);
+            let aff = alpha.wrapping_mul(t[0].data[i]).wrapping_add(kappa);
+            prop_assert_eq!(pr[3].data[i], aff.wrapping_mul(t[0].data[i]));
+            prop_assert_eq!(pr[4].data[i], zv[i].wrapping_mul(yv[i]));
+        }
+        prop_assert_eq!(o0.1[0].1, 3 + 45 - f);
+        prop_assert_eq!(o0.1[3].1, 2 * (45 - f));
+        prop_assert_eq!(p0.totals().rounds, 1);
     }
 }

@@ -20,24 +20,39 @@ pub fn quad(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     truncate(p, &z, f + 3)
 }
 
+/// Quad of a value given untruncated (`raw` at scale f + shift, truncated by `shift` to f):
+/// the truncation and the square share one round, then one truncation as in [`quad`] — the
+/// hidden activation after its linear layer in 2 rounds after the product instead of 3.
+pub fn quad_raw(p: &mut Party, raw: &Share, shift: u32) -> Result<Share, ChannelError> {
+    let f = raw.frac - shift;
+    let (mut t, mut sq) = truncate_mul(p, &[(raw, shift)], &[(Operand::t(0), Operand::t(0))])?;
+    let (x, sq) = (t.pop().expect("one truncation"), sq.pop().expect("one product"));
+    let lin = x.ring.scale(2u64.wrapping_shl(f));
+    let four = p.public_term(4u64 << (2 * f));
+    let z = Share { ring: sq.ring.add(&lin).add_scalar(four), frac: 2 * f + 3 };
+    truncate(p, &z, f + 3)
+}
+
 use super::compare::{ge_thresholds, inject_many};
+use super::fused::{truncate_mul, Operand};
 use super::protocol::mul_raw;
 use super::ring::RingTensor;
 
 /// 1/x for shared positive x (|x·2^f| < 2^62), by normalisation and Newton–Raphson (the SPU
 /// approach; CrypTen's unnormalised NR with a fixed initial guess diverges beyond x ≈ 253):
-/// 1. A2B of x (7 rounds) and a prefix-OR from the top (6 rounds) give the one-hot word h of
-///    x's leading bit k;
-/// 2. h's bits to arithmetic (one round of daBits): c = 2^(61−k) and d = 2^(2f−k) (0 when k > 2f);
-/// 3. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (one product, one truncation; x·c ∈ [2^61, 2^62)
-///    stays inside the truncation's |v| < 2^62 domain);
-/// 4. w ≈ 1/u: w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2), relative error ≤ 1/17),
-///    two NR steps w ← w(2 − u·w) (relative error 5.9% → 0.35% → 1.2e−5, below the ulp 2^−16 of
-///    a result ≤ 1; a third step, 1.5e−10, bought nothing at 16 fractional bits; 6 rounds);
-/// 5. 1/x = w·2^(f−k) = w·d / 2^f (one product, one truncation).
+/// 1. `normalise` (5 rounds): the one-hot leading bit k of x, c = 2^(61−k) and the products
+///    x·c, slope·x·c, with d = 2^(f−k)-style per-position constants as shares;
+/// 2. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (x·c ∈ [2^61, 2^62) stays inside the
+///    truncation's |v| < 2^62 domain), and w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2),
+///    relative error ≤ 1/17);
+/// 3. two NR steps w ← w(2 − u·w) (relative error 5.9% → 0.35% → 1.2e−5, below the ulp 2^−16
+///    of a result ≤ 1);
+/// 4. 1/x = w·2^(f−k) = w·d / 2^f.
 ///
-/// 24 rounds in all (the slope product of step 4 rides along with step 3's). x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
-/// round to 0 or one ulp.
+/// Every truncation rides in the round of the product that consumes its output
+/// (`fused::truncate_mul`): [trunc u, w₀; u·w₀] [w·(2 − uw)] [trunc w; u·w] [w·(2 − uw)]
+/// [trunc w; w·d] [trunc] — 11 rounds in all. x must be positive; x = 0 gives 0 (or one ulp),
+/// and results below 2^−f round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     reciprocal_ext(p, x, 0)
 }
@@ -45,49 +60,75 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
 /// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). Any
 /// positive x with 2f + s ≤ 61 (the result, ≤ 2^(2f+s) in the ring, is representable; the
-/// final products are split so that none passes the truncation's 2^62 bound). Same 24 rounds.
+/// final products are split so that none passes the truncation's 2^62 bound). Same 11 rounds.
 pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
-    let f = x.frac;
-    assert!(2 * f + s <= 61, "reciprocal: scale {f} + {s} too large");
-    // 1/x = w·2^(f−k), i.e. w's ring value times 2^(f+s−k) at scale f + s. For k ≤ f + s that
-    // is an integer multiplier (d_hi, no truncation); above, d_lo = 2^(2f+s−k) and one
-    // truncation by f. One factor 2^(2f+s−k) for all k would put w·d at 2^(3f+s−k), past the
-    // truncation's 2^62 bound for tiny x once 3f + s > 61 (f ≥ 18 with s = 8).
-    let hi = |k: u32| if k <= f + s { 1u64 << (f + s - k) } else { 0 };
-    let lo = |k: u32| if k > f + s && k <= 2 * f + s { 1u64 << (2 * f + s - k) } else { 0 };
-    let (u, su, mut ds) = normalise(p, x, 8.0 / 17.0, &[&hi, &lo])?;
-    let d_lo = ds.pop().expect("two factors");
-    let d_hi = ds.pop().expect("two factors");
-    let w0 = p.public_term(super::fixed::encode(24.0 / 17.0, f));
-    let mut w = Share { ring: su.ring.neg().add_scalar(w0), frac: f };
-    // Each step in 3 rounds: u·w stays at scale 2f (no truncation), 2 − u·w is formed there,
-    // and w·(2 − u·w) at scale 3f (|·| < 2^50) is truncated once by 2f.
-    let two = p.public_term(super::fixed::encode(2.0, 2 * f));
-    for _ in 0..2 {
-        let t = mul_raw(p, &u, &w)?;
-        let e = Share { ring: t.ring.neg().add_scalar(two), frac: 2 * f };
-        let we = mul_raw(p, &w, &e)?;
-        w = truncate(p, &we, 2 * f)?;
-    }
-    let r = mul_many_raw(p, &[(&w, &d_hi), (&w, &d_lo)])?;
-    let low = truncate(p, &Share { ring: r[1].ring.clone(), frac: f + f }, f)?;
-    Ok(Share { ring: r[0].ring.add(&low.ring), frac: f + s })
+    reciprocal_ext_to(p, x, s, x.frac)
 }
 
-/// Leading-bit normalisation of a positive x (|x·2^f| < 2^62), 16 rounds: returns u ∈ [1, 2) at
-/// scale f with x = u·2^(k−f), slope·u (for the linear initial guess of the Newton iterations,
-/// from the same product round and truncation as u instead of a truncation of its own), and
+/// [`reciprocal_ext`] for x at any scale x.frac (e.g. an untruncated sum of squares at 2f),
+/// with the result at scale `f` + s: the input scale only enters the per-position constants.
+pub fn reciprocal_ext_to(p: &mut Party, x: &Share, s: u32, f: u32) -> Result<Share, ChannelError> {
+    let fin = x.frac;
+    assert!(2 * f + s <= 61 && fin < 62, "reciprocal: scale {f} + {s} too large");
+    // 1/x = w·2^(fin−k), i.e. w's ring value times 2^(fin+s−k) at scale f + s. For k ≤ fin + s
+    // that is an integer multiplier (d_hi, no truncation); above, d_lo = 2^(fin+f+s−k) and one
+    // truncation by f. One factor 2^(fin+f+s−k) for all k would put w·d at 2^(f+fin+f+s−k),
+    // past the truncation's 2^62 bound for tiny x once 3f + s > 61 (f ≥ 18 with s = 8).
+    let hi = |k: u32| if k <= fin + s { 1u64 << (fin + s - k) } else { 0 };
+    let lo = |k: u32| if k > fin + s && k <= fin + f + s { 1u64 << (fin + f + s - k) } else { 0 };
+    let (xc, sxc, mut ds) = normalise(p, x, 8.0 / 17.0, &[&hi, &lo])?;
+    let d_lo = ds.pop().expect("two factors");
+    let d_hi = ds.pop().expect("two factors");
+    let w0 = super::fixed::encode(24.0 / 17.0, f);
+    // w₀ = 24/17 − trunc(slope·x·c): affine in a truncation output.
+    let w0_op = Operand::Trunc { idx: 1, scale: u64::MAX, offset: w0 };
+    let (t, mut uw) = truncate_mul(p, &[(&xc, 61 - f), (&sxc, 61 - f)], &[(Operand::t(0), w0_op)])?;
+    let u = t[0].clone();
+    let mut w = Share { ring: t[1].ring.neg().add_scalar(p.public_term(w0)), frac: f };
+    let mut uw = uw.pop().expect("one product");
+    // Each step: 2 − u·w at scale 2f (no truncation), w·(2 − u·w) at 3f (|·| < 2^50)
+    // truncated by 2f in the round of the next product with the new w.
+    let two = p.public_term(super::fixed::encode(2.0, 2 * f));
+    for step in 0..2 {
+        let e = Share { ring: uw.ring.neg().add_scalar(two), frac: 2 * f };
+        let we = mul_raw(p, &w, &e)?;
+        let next: Vec<(Operand, Operand)> = if step == 0 {
+            vec![(Operand::Ready(&u), Operand::t(0))]
+        } else {
+            vec![(Operand::Ready(&d_hi), Operand::t(0)), (Operand::Ready(&d_lo), Operand::t(0))]
+        };
+        let (mut tw, mut pr) = truncate_mul(p, &[(&we, 2 * f)], &next)?;
+        w = tw.pop().expect("one truncation");
+        if step == 0 {
+            uw = pr.pop().expect("one product");
+        } else {
+            let wd_lo = pr.pop().expect("two products");
+            let wd_hi = pr.pop().expect("two products");
+            let low = truncate(p, &Share { ring: wd_lo.ring, frac: f + f }, f)?;
+            return Ok(Share { ring: wd_hi.ring.add(&low.ring), frac: f + s });
+        }
+    }
+    unreachable!("the second step returns")
+}
+
+/// Leading-bit normalisation of a positive x (|x| < 2^62 as a ring value), 5 rounds, without
+/// the final truncation (the caller fuses it with its first product): returns x·c and
+/// slope·x·c at scale 61 with c = 2^(61−k) for x's leading bit k — truncated by 61 − f they
+/// are u ∈ [1, 2) at scale f with x = u·2^k (ring value) and slope·u — and
 /// Σᵢ [k = i]·factor(i) as shares (public per-position constants combined with the one-hot
-/// leading bit; each `factor` is an encoded ring value). slope·u keeps ≥ 16 significant bits
-/// while x < 2^(44 − f) (its per-position constants are round(slope·2^(61−k))).
+/// leading bit; each `factor` is an encoded ring value, returned at nominal scale x.frac).
+/// slope·u keeps ≥ 16 significant bits while x < 2^(44 − f) (its per-position constants are
+/// round(slope·2^(61−k))).
+///
+/// Rounds: the thermometer code [x ≥ 2^i] for i = 0…61 (`ge_thresholds`, one opening for all
+/// 62 comparisons, 4 rounds), then the one-hot bits and their products with x in one round
+/// (`inject_many`).
 fn normalise(
     p: &mut Party,
     x: &Share,
     slope: f64,
     factors: &[&dyn Fn(u32) -> u64],
 ) -> Result<(Share, Share, Vec<Share>), ChannelError> {
-    let f = x.frac;
-    assert!(2 * f < 62, "normalise: scale {f} too large");
     let n = x.ring.len();
     let shape = x.ring.shape.clone();
     // Thermometer code [x ≥ 2^i], i = 0…61, and its one-hot leading bit hᵢ = [x ≥ 2^i] ⊕ [x ≥ 2^(i+1)].
@@ -112,18 +153,18 @@ fn normalise(
         }
     }
     // x·c ∈ [2^61, 2^62) and x·cb = slope·x·c < 2^62 (slope < 1): inside the truncation's domain.
-    let v = [Share { ring: RingTensor::new(&shape, c), frac: 61 }, Share { ring: RingTensor::new(&shape, cb), frac: 61 }];
-    let mut t = truncate_many(p, &v, 61 - f)?;
-    let bu = t.pop().expect("two products");
-    let u = t.pop().expect("two products");
-    Ok((u, bu, d.into_iter().map(|dj| Share { ring: RingTensor::new(&shape, dj), frac: f }).collect()))
+    Ok((
+        Share { ring: RingTensor::new(&shape, c), frac: 61 },
+        Share { ring: RingTensor::new(&shape, cb), frac: 61 },
+        d.into_iter().map(|dj| Share { ring: RingTensor::new(&shape, dj), frac: x.frac }).collect(),
+    ))
 }
 
 /// 1/√x for shared positive x, by the same normalisation: x = u·2^(k−f), u ∈ [1, 2), so
 /// 1/√x = (1/√u)·2^(−(k−f)/2), the second factor a public constant per leading-bit position.
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
 /// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 1.8e−6,
-/// below the output resolution at 16 fractional bits). 16 + 8 + 2 = 26 rounds.
+/// below the output resolution at 16 fractional bits). 5 + 5 + 1 = 11 rounds.
 pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     rsqrt_scaled(p, x, 1.0)
 }
@@ -131,55 +172,76 @@ pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// c/√x for a public c > 0 (folded into the per-leading-bit constants: no extra round).
 pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let f = x.frac;
-    let (y, d) = rsqrt_parts(p, x, c, None)?;
-    let r = mul_raw(p, &y, &d.expect("factor"))?;
-    truncate(p, &r, f)
+    let (_, yd) = rsqrt_parts(p, x, c, None)?;
+    truncate(p, &yd, f)
 }
 
-/// v ∘ (c/√x) per row, for v [rows, l] and positive x [rows], in 2 rounds after the Newton
-/// iterations instead of 4: v·d (the per-leading-bit constant) is formed and truncated inside
-/// the first iteration's rounds, then multiplied by the converged 1/√u once. LayerNorm's
-/// (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real terms.
+/// v ∘ (c/√x) per row, for v [rows, l] and positive x [rows]: v·d (the per-leading-bit
+/// constant) is formed and truncated inside the Newton iterations' rounds, and its product with
+/// the converged 1/√u rides in the last truncation's round; one more round truncates it.
+/// LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real
+/// terms. 11 rounds.
 pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, c: f64, v: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
-    let (y, vd) = rsqrt_parts(p, x, c, Some(v))?;
-    let vd = vd.expect("v·d");
-    let z = super::protocol::mul_rows_raw(p, &vd, &y)?;
+    let (_, z) = rsqrt_parts(p, x, c, Some(v))?;
     truncate(p, &z, f)
 }
 
-/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`: normalisation (16 rounds), the
-/// linear initial guess (its slope from the normalisation's own product), two Newton steps
-/// (8 rounds). Returns 1/√u and either d (when `v` is None) or trunc(v ∘ d) computed in the
-/// first Newton step's rounds.
-fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Option<Share>), ChannelError> {
+/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 10 rounds: normalisation (5),
+/// then five rounds, each truncation fused with the products of its output:
+/// [trunc u, y₀; y₀², u·y₀ (and v·d)] [trunc y², u·y (and v·d); u·y·y²]
+/// [trunc y₁ = (3y₀ − u·y₀³)/2; y₁², u·y₁] [trunc; u·y₁·y₁²] [trunc y₂; y₂·d or (v·d)·y₂].
+/// Returns 1/√u and the untruncated product (scale 2f) of it with d, or with trunc(v ∘ d)
+/// per row when `v` is given.
+fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
     let f = x.frac;
     let factor = |k: u32| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f);
-    let (u, su, mut ds) = normalise(p, x, 0.2929, &[&factor])?;
+    let (xc, sxc, mut ds) = normalise(p, x, 0.2929, &[&factor])?;
     let d = ds.pop().expect("one factor");
-    let y0 = p.public_term(super::fixed::encode(1.2740, f));
-    let mut y = Share { ring: su.ring.neg().add_scalar(y0), frac: f };
-    let mut vd: Option<Share> = None;
-    // Each step in 4 rounds: y² and u·y in one batched product and one batched truncation,
-    // then u·y·y² untruncated (scale 2f), 3y − u·y³ formed there and halved by the truncation.
-    for step in 0..2 {
-        let elem = [(&y, &y), (&u, &y)];
-        let (raw, mut rows) = match (step, v) {
-            (0, Some(v)) => super::protocol::mul_raw_with_rows(p, &elem, &[(v, &d)])?,
-            _ => (mul_many_raw(p, &elem)?, vec![]),
-        };
-        let mut all = raw;
-        all.append(&mut rows);
-        let mut tr = truncate_many(p, &all, f)?;
-        if tr.len() == 3 {
-            vd = tr.pop();
-        }
-        let uy3 = mul_raw(p, &tr[1], &tr[0])?;
-        let three_y = y.ring.scale(3u64 << f);
-        y = truncate(p, &Share { ring: three_y.sub(&uy3.ring), frac: 2 * f }, f + 1)?;
-        y.frac = f;
+    let y0 = super::fixed::encode(1.2740, f);
+    let y0_op = Operand::Trunc { idx: 1, scale: u64::MAX, offset: y0 };
+    let mut prods = vec![(y0_op, y0_op), (Operand::t(0), y0_op)];
+    if let Some(v) = v {
+        prods.push((Operand::Ready(v), Operand::Ready(&d)));
     }
-    Ok((y, if v.is_some() { vd } else { Some(d) }))
+    let (t, mut pr) = truncate_mul(p, &[(&xc, 61 - f), (&sxc, 61 - f)], &prods)?;
+    let u = t[0].clone();
+    let mut y = Share { ring: t[1].ring.neg().add_scalar(p.public_term(y0)), frac: f };
+    let vd_raw = if v.is_some() { pr.pop() } else { None };
+    let (mut yy, mut uy) = (pr.remove(0), pr.remove(0));
+    let mut vd: Option<Share> = None;
+    for step in 0..2 {
+        // [trunc y², u·y; their product u·y³]
+        let mut tr: Vec<(&Share, u32)> = vec![(&yy, f), (&uy, f)];
+        if let (0, Some(r)) = (step, vd_raw.as_ref()) {
+            tr.push((r, f));
+        }
+        let (mut t, mut pr) = truncate_mul(p, &tr, &[(Operand::t(1), Operand::t(0))])?;
+        if t.len() == 3 {
+            vd = t.pop();
+        }
+        let uy3 = pr.pop().expect("one product");
+        // y ← (3y − u·y³)/2, truncated with the products of the new y: the next step's y², u·y,
+        // or after the last step its product with d (or v·d, per row).
+        // 3y − u·y³ at scale 2f is (3y − u·y³)/2 at scale 2f + 1.
+        let z = Share { ring: y.ring.scale(3u64 << f).sub(&uy3.ring), frac: 2 * f + 1 };
+        let next: Vec<(Operand, Operand)> = match (step, &vd) {
+            (0, _) => vec![(Operand::t(0), Operand::t(0)), (Operand::Ready(&u), Operand::t(0))],
+            (_, Some(vd)) => vec![(Operand::Ready(vd), Operand::t(0))],
+            (_, None) => vec![(Operand::Ready(&d), Operand::t(0))],
+        };
+        let (mut ty, mut pr) = truncate_mul(p, &[(&z, f + 1)], &next)?;
+        y = ty.pop().expect("one truncation");
+        if step == 0 {
+            uy = pr.pop().expect("two products");
+            yy = pr.pop().expect("two products");
+        } else {
+            let mut out = pr.pop().expect("one product");
+            out.frac = 2 * f;
+            return Ok((y, out));
+        }
+    }
+    unreachable!("the second step returns")
 }
 
 /// Sum over the last axis (local), [rows, L] → [rows].
@@ -198,51 +260,61 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
 }
 
 /// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits
-/// and one row-broadcast product (26 rounds). q may be at a higher scale than `out_frac` (an
-/// untruncated square): the row sums are truncated to `out_frac` for the reciprocal, and the
-/// final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
+/// and one row-broadcast product (13 rounds: reciprocal 11, product 2). q may be at a higher
+/// scale than `out_frac` (an untruncated square): the reciprocal takes the row sums at q's
+/// scale as they are, and the final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
 ///
 /// The product q·(1/Σq) ≤ 1 sits at scale q.frac + out_frac + s and must stay below the
-/// truncation's 2^62 bound; when it would not (an untruncated square at f ≥ 18: 3f + 8 ≥ 62),
-/// q itself is truncated to `out_frac` in the same round as its row sums.
+/// truncation's 2^62 bound; when it would not (an untruncated square at f ≥ 20: 3f + s ≥ 62),
+/// q is truncated to `out_frac` first (one more round).
 fn normalise_rows(p: &mut Party, q: &Share, s: u32, out_frac: u32) -> Result<Share, ChannelError> {
     let mut q = q.clone();
-    let mut sums = row_sums(&q);
-    if q.frac > out_frac {
-        if q.frac + out_frac + s > 61 {
-            let shift = q.frac - out_frac;
-            let mut t = truncate_many(p, &[sums, q], shift)?;
-            q = t.pop().expect("two shares");
-            sums = t.pop().expect("two shares");
-        } else {
-            sums = truncate(p, &sums, q.frac - out_frac)?;
-        }
+    if q.frac > out_frac && q.frac + out_frac + s > 61 {
+        q = truncate(p, &q, q.frac - out_frac)?;
     }
-    let inv = reciprocal_ext(p, &sums, s)?;
+    let inv = reciprocal_ext_to(p, &row_sums(&q), s, out_frac)?;
     let z = super::protocol::mul_rows_raw(p, &q, &inv)?;
     truncate(p, &z, z.frac - out_frac)
 }
 
+/// Extra bits of 1/Σq in 2Quad: q·(1/Σq) sits at 3f + extra bits, 8 extra while that fits
+/// below 2^62 (f ≤ 17), fewer at f = 18, 19 (7, 4: still ≥ 24 bits of scale for 1/Σq, as
+/// 16 + 8), and from f = 20 q is truncated before the normalisation instead.
+fn two_quad_extra(f: u32) -> u32 {
+    if 3 * f + 8 <= 61 {
+        8
+    } else if 3 * f + 4 <= 61 {
+        61 - 3 * f
+    } else {
+        8
+    }
+}
+
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
-/// private inference has no padding keys). The square stays untruncated at scale 2f (its row
-/// sums are truncated instead, one value per row), and q·(1/Σ) ≤ 1 at scale 3f + 8 < 2^62 is
-/// truncated once (for f ≥ 18, where 3f + 8 ≥ 62, q is truncated together with its sums). 28 rounds: square 1, row-sum truncation 1, reciprocal 24, product 2.
+/// private inference has no padding keys). The square stays untruncated at scale 2f and is
+/// normalised there (`normalise_rows`). 14 rounds: square 1, normalisation 13.
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
-    // q·(1/Σq) sits at 3f + extra bits: 8 extra while that fits below 2^62 (f ≤ 17), fewer at
-    // f = 18, 19 (7, 4: still ≥ 24 bits of scale for 1/Σq, as 16 + 8), and from f = 20 q is
-    // truncated with its row sums instead (one word per score more on the wire).
-    let f = s.frac;
-    let extra = if 3 * f + 8 <= 61 { 8 } else if 3 * f + 4 <= 61 { 61 - 3 * f } else { 8 };
-    normalise_rows(p, &q, extra, f)
+    normalise_rows(p, &q, two_quad_extra(s.frac), s.frac)
+}
+
+/// 2Quad of scores given untruncated (`raw`, e.g. Q·Kᵀ at scale 2f, truncated by `shift` to
+/// scale f): the scores' truncation and the square (t + c)² share one round
+/// (`fused::truncate_mul`), so 2Quad adds 13 rounds to the scores' product instead of 15.
+/// Returns the probabilities at the truncated scores' scale.
+pub fn two_quad_raw(p: &mut Party, raw: &Share, shift: u32, c: f64) -> Result<Share, ChannelError> {
+    let f = raw.frac - shift;
+    let sc = Operand::Trunc { idx: 0, scale: 1, offset: super::fixed::encode(c, f) };
+    let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
+    normalise_rows(p, &q.pop().expect("one product"), two_quad_extra(f), f)
 }
 
 /// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
 /// With inv = 1/(Σ relu + ε) (at f + 8 bits) the numerator's ε/L·inv is inv_ring/L at the
-/// product's scale, added at 20 extra bits and removed by the product's single truncation. 34 rounds (relu 8, 24, 2).
+/// product's scale, added at 20 extra bits and removed by the product's single truncation. 18 rounds (relu 5, reciprocal 11, product 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let f = s.frac;
     let r = super::compare::relu(p, s)?;
@@ -311,8 +383,8 @@ pub const EXP_CLIP: f64 = 16.0;
 const EXP_HALVINGS: u32 = 5;
 
 /// e^x for shared x ≤ 0 (any ring value with |x| < 2^46 — including masks of −10⁴ and beyond;
-/// CrypTen's limit method turns garbage below −256), at x's scale, in 22 rounds:
-/// 1. clip: x_c = relu(x + 16) − 16 (8 rounds), so x_c ∈ [−16, 0];
+/// CrypTen's limit method turns garbage below −256), at x's scale, in 19 rounds:
+/// 1. clip: x_c = relu(x + 16) − 16 (5 rounds), so x_c ∈ [−16, 0];
 /// 2. t = x_c/32 ∈ [−0.5, 0] at 29 fractional bits (a local shift);
 /// 3. 2·p(t) = 2 + 2t + t² + t³/3 (2p to keep every term exact at one scale; 4 rounds), p the
 ///    cubic Taylor polynomial of e^t;
@@ -346,7 +418,7 @@ pub fn exp_neg(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     Ok(y)
 }
 
-/// Row maxima of x [rows, L] → [rows], a tree of pairwise maxima: ⌈log₂ L⌉ levels of 8 rounds
+/// Row maxima of x [rows, L] → [rows], a tree of pairwise maxima: ⌈log₂ L⌉ levels of 5 rounds
 /// (sign bit of a − b, then max = b + [a ≥ b]·(a − b) by bit injection). Exact.
 pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let (rows, mut w) = (x.ring.shape[0], x.ring.shape[1]);
@@ -381,8 +453,8 @@ pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 8·⌈log₂ L⌉ + 22 + 24 + 2
-/// (L = 128: 105). Unpadded rows (batch-1 private inference).
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·⌈log₂ L⌉ + 19 + 11 + 2
+/// (L = 128: 67). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
@@ -517,7 +589,7 @@ fn three_bits(p: &mut Party, x: &Share, t: f64) -> Result<Vec<RingTensor>, Chann
 /// 0 below −4. With H = E + O (even and odd powers of x/4), h(|x|) = E ± O by the sign of x, and
 /// with bits b₀ = [x ≥ 0], b₊ = [x ≥ 4], b₋ = [x ≥ −4]:
 ///   GeLU(x) = b₀·(x − 2O) + b₊·(E + O) + b₋·(O − E),
-/// three bit injections in one round. 15 rounds: polynomial 7, sign bits 7, selection 1.
+/// three bit injections in one round. 12 rounds: polynomial 7, sign bits 4, selection 1.
 /// Max error vs the exact function 1.3e−4 (at the cut-off; 1.1e−4 inside), plus fixed point.
 pub fn gelu(p: &mut Party, x: &Share, form: GeluForm) -> Result<Share, ChannelError> {
     let h = match form {
@@ -538,7 +610,7 @@ pub fn gelu(p: &mut Party, x: &Share, form: GeluForm) -> Result<Share, ChannelEr
 /// tanh over the whole real line: sign(x)·P(|x|/5) on [−5, 5] (degree 10), ±1 beyond. With
 /// P = E + O and the bits of [`gelu`]:
 ///   tanh(x) = b₋·(1 + O − E) + b₊·(1 − O − E) + b₀·2E − 1.
-/// 18 rounds (polynomial 10, sign bits 7, selection 1); max error 1.7e−4.
+/// 15 rounds (polynomial 10, sign bits 4, selection 1); max error 1.7e−4.
 pub fn tanh(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let (ev, od) = poly_parts(p, x, &TANH_P, TANH_T)?;
     let b = three_bits(p, x, TANH_T)?;

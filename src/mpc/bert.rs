@@ -10,13 +10,13 @@
 
 use std::collections::HashMap;
 
-use super::approx::{gelu, quad, softmax, two_quad, two_relu, GeluForm};
+use super::approx::{gelu, quad_raw, softmax, two_quad_raw, two_relu, GeluForm};
 use super::channel::ChannelError;
 use super::compare::relu;
 use super::fixed::encode;
 use super::norm::layer_norm;
 use super::party::{Party, Share};
-use super::protocol::{matmul_many_raw, matmul_weights, prepare_weight, truncate_many, WeightShare};
+use super::protocol::{matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_weight, truncate_many, WeightShare};
 use super::ring::RingTensor;
 use crate::model::{BertConfig, HiddenAct, SoftmaxAct};
 
@@ -166,17 +166,25 @@ impl PrivateLayer {
             .collect();
         let pairs: Vec<(&Share, &Share)> = qh.iter().zip(&kt).collect();
         let raw = matmul_many_raw(p, &pairs)?;
-        let scores = truncate_many(p, &raw, x.frac)?;
         // All heads' rows normalised together: [heads·L, L].
-        let stacked = Share {
-            ring: RingTensor::new(&[self.heads * l, l], scores.iter().flat_map(|s| s.ring.data.iter().copied()).collect()),
-            frac: x.frac,
+        let stack = |s: &[Share]| Share {
+            ring: RingTensor::new(&[self.heads * l, l], s.iter().flat_map(|s| s.ring.data.iter().copied()).collect()),
+            frac: s[0].frac,
         };
-        p.set_class(Softmax);
         let probs = match self.softmax {
-            SoftmaxAct::TwoQuad => two_quad(p, &stacked, self.c)?,
-            SoftmaxAct::TwoRelu => two_relu(p, &stacked)?,
-            SoftmaxAct::Softmax => softmax(p, &stacked)?,
+            SoftmaxAct::TwoQuad => {
+                // The scores' truncation rides in the round of 2Quad's square (booked as softmax).
+                p.set_class(Softmax);
+                two_quad_raw(p, &stack(&raw), x.frac, self.c)?
+            }
+            act => {
+                let scores = stack(&truncate_many(p, &raw, x.frac)?);
+                p.set_class(Softmax);
+                match act {
+                    SoftmaxAct::TwoRelu => two_relu(p, &scores)?,
+                    _ => softmax(p, &scores)?,
+                }
+            }
         };
         p.set_class(Attention);
         let ph: Vec<Share> = (0..self.heads)
@@ -201,13 +209,23 @@ impl PrivateLayer {
         p.set_class(LayerNorm);
         let a = layer_norm(p, &super::protocol::add(&ao, x), &self.ln1.0, &self.ln1.1, self.eps)?;
         p.set_class(Linear);
-        let i = add_bias(matmul_weights(p, &a, &[&self.inter.w])?.remove(0), &self.inter.b);
-        p.set_class(Activation);
-        let i = match self.act {
-            HiddenAct::Quad => quad(p, &i)?,
-            HiddenAct::Relu => relu(p, &i)?,
-            HiddenAct::Gelu => gelu(p, &i, GeluForm::Erf)?,
-            HiddenAct::GeluNew => gelu(p, &i, GeluForm::Tanh)?,
+        let i = if self.act == HiddenAct::Quad {
+            // The bias enters before the truncation (at scale 2f), which rides in the round of
+            // Quad's square (booked as activation).
+            let raw = matmul_weights_raw(p, &a, &[&self.inter.w])?.remove(0);
+            let b = Share { ring: self.inter.b.ring.scale(1u64 << self.inter.w.frac), frac: raw.frac };
+            let raw = add_bias(raw, &b);
+            p.set_class(Activation);
+            quad_raw(p, &raw, self.inter.w.frac)?
+        } else {
+            let i = add_bias(matmul_weights(p, &a, &[&self.inter.w])?.remove(0), &self.inter.b);
+            p.set_class(Activation);
+            match self.act {
+                HiddenAct::Relu => relu(p, &i)?,
+                HiddenAct::Gelu => gelu(p, &i, GeluForm::Erf)?,
+                HiddenAct::GeluNew => gelu(p, &i, GeluForm::Tanh)?,
+                HiddenAct::Quad => unreachable!("handled above"),
+            }
         };
         p.set_class(Linear);
         let o = add_bias(matmul_weights(p, &i, &[&self.out.w])?.remove(0), &self.out.b);

@@ -50,7 +50,17 @@ pub enum Request {
     /// Many-bit injection against one value per element: per element a uniform a, and per each
     /// of its m bits a daBit t (arithmetic and XOR) and c = a·t (`compare::inject_many`).
     InjectMany { n: usize, m: usize },
+    /// Product of a ready value x [n] with the output of a recent truncation (`back` Trunc
+    /// requests before this one; 0 = the latest), broadcast over runs of l (`fused`): a mask β
+    /// for x and c = (rt·β, msb·β) with the truncation's rt = (r mod 2^63) >> f and msb(r).
+    TruncMul { n: usize, back: usize, l: usize },
+    /// Product of two recent truncation outputs (n elements each, `back_a`, `back_b` as in
+    /// `TruncMul`): the cross products of their (rt, msb) parts, rt·rt′, rt·msb′, msb·rt′, msb·msb′.
+    TruncPair { n: usize, back_a: usize, back_b: usize },
 }
+
+/// How many truncations the dealer remembers for `TruncMul`/`TruncPair`.
+pub const RECENT_TRUNCS: usize = 8;
 
 /// Variables of one fan-in-4 carry-lookahead step that get masked and opened: the propagate
 /// bits P₀…P₃ and generate bits G₀…G₂ of four adjacent groups (G₃ enters only linearly).
@@ -88,6 +98,8 @@ impl Request {
             Request::RowMul { rows, l } => (12, rows as u64, l as u64, 0),
             Request::And4 { n } => (13, n as u64, 0, 0),
             Request::InjectMany { n, m } => (14, n as u64, m as u64, 0),
+            Request::TruncMul { n, back, l } => (15, n as u64, back as u64, l as u64),
+            Request::TruncPair { n, back_a, back_b } => (16, n as u64, back_a as u64, back_b as u64),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -109,6 +121,8 @@ impl Request {
             12 => Request::RowMul { rows: v[1] as usize, l: v[2] as usize },
             13 => Request::And4 { n: v[1] as usize },
             14 => Request::InjectMany { n: v[1] as usize, m: v[2] as usize },
+            15 => Request::TruncMul { n: v[1] as usize, back: v[2] as usize, l: v[3] as usize },
+            16 => Request::TruncPair { n: v[1] as usize, back_a: v[2] as usize, back_b: v[3] as usize },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -123,6 +137,8 @@ impl Request {
             Request::RowMul { rows, l } => rows * l,
             Request::And4 { n } => n * and4_terms().len(),
             Request::InjectMany { n, m } => 2 * n * m,
+            Request::TruncMul { n, .. } => 2 * n,
+            Request::TruncPair { n, .. } => 4 * n,
             Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
@@ -157,6 +173,8 @@ pub struct Dealer {
     masks: std::collections::HashMap<u64, PackedB>,
     /// Both parties' seeds of the current embedding lookup.
     embed_seeds: (Vec<u64>, Vec<u64>),
+    /// (rt, msb(r)) in the clear of the latest truncations, newest first (`TruncMul`, `TruncPair`).
+    recent_truncs: std::collections::VecDeque<(Vec<u64>, Vec<u64>)>,
     pub bytes_sent: u64,
     pub requests: u64,
 }
@@ -170,6 +188,7 @@ impl Dealer {
             prg1: Prg::new(s1, STREAM_PREPROCESSING),
             masks: std::collections::HashMap::new(),
             embed_seeds: (vec![0; 2], vec![0; 2]),
+            recent_truncs: std::collections::VecDeque::new(),
             bytes_sent: 0,
             requests: 0,
         };
@@ -196,10 +215,37 @@ impl Dealer {
                 let (r0, msb0, rt0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
                 let r1 = self.prg1.ring(&[n]);
                 let r = r0.add(&r1);
-                let msb = r.map(|x| x >> 63).sub(&msb0);
-                let rt = r.map(|x| (x & (u64::MAX >> 1)) >> f).sub(&rt0);
-                let mut out = msb.data;
-                out.extend_from_slice(&rt.data);
+                let (msb, rt) = (r.map(|x| x >> 63), r.map(|x| (x & (u64::MAX >> 1)) >> f));
+                let mut out = msb.sub(&msb0).data;
+                out.extend_from_slice(&rt.sub(&rt0).data);
+                self.recent_truncs.push_front((rt.data, msb.data));
+                self.recent_truncs.truncate(RECENT_TRUNCS);
+                out
+            }
+            Request::TruncMul { n, back, l } => {
+                let (b0, s0) = (self.prg0.ring(&[n]), self.prg0.ring(&[2 * n]));
+                let b = b0.add(&self.prg1.ring(&[n]));
+                let Some((rt, msb)) = self.recent_truncs.get(back) else { return vec![] };
+                if rt.len() * l != n {
+                    return vec![];
+                }
+                let mut out: Vec<u64> = (0..n).map(|i| rt[i / l].wrapping_mul(b.data[i]).wrapping_sub(s0.data[i])).collect();
+                out.extend((0..n).map(|i| msb[i / l].wrapping_mul(b.data[i]).wrapping_sub(s0.data[n + i])));
+                out
+            }
+            Request::TruncPair { n, back_a, back_b } => {
+                let s0 = self.prg0.ring(&[4 * n]);
+                let (Some((rta, ma)), Some((rtb, mb))) = (self.recent_truncs.get(back_a), self.recent_truncs.get(back_b)) else {
+                    return vec![];
+                };
+                if rta.len() != n || rtb.len() != n {
+                    return vec![];
+                }
+                let mut out = Vec::with_capacity(4 * n);
+                for (x, y) in [(rta, rtb), (rta, mb), (ma, rtb), (ma, mb)] {
+                    let k = out.len();
+                    out.extend((0..n).map(|i| x[i].wrapping_mul(y[i]).wrapping_sub(s0.data[k + i])));
+                }
                 out
             }
             Request::Square { n } => {
@@ -298,6 +344,7 @@ impl Dealer {
         self.prg0 = Prg::new(s0, STREAM_PREPROCESSING);
         self.prg1 = Prg::new(s1, STREAM_PREPROCESSING);
         self.embed_seeds = (vec![0; 2], vec![0; 2]);
+        self.recent_truncs.clear();
         (s0, s1)
     }
 
@@ -485,6 +532,17 @@ impl DealerLink {
                     ta_a.extend_from_slice(&a.data);
                     Material { a: RingTensor::new(&[n * m + n], ta_a), b: tb, c: RingTensor::new(&[n * m], corr[n * m..].to_vec()) }
                 }
+            }
+            // (β, [rt·β ; msb·β], ∅)
+            Request::TruncMul { n, .. } => {
+                let b = prg.ring(&[n]);
+                let c = if p0 { prg.ring(&[2 * n]) } else { RingTensor::new(&[2 * n], corr.unwrap_or_default()) };
+                Material { a: b, b: c, c: empty() }
+            }
+            // ([rt·rt′ ; rt·msb′ ; msb·rt′ ; msb·msb′], ∅, ∅)
+            Request::TruncPair { n, .. } => {
+                let a = if p0 { prg.ring(&[4 * n]) } else { RingTensor::new(&[4 * n], corr.unwrap_or_default()) };
+                Material { a, b: empty(), c: empty() }
             }
             // (∅, the seed kᵢ as two words, ∅)
             Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },

@@ -25,6 +25,7 @@ pub mod compare;
 pub mod dealer;
 pub mod eval;
 pub mod fixed;
+pub mod fused;
 pub mod model;
 pub mod net;
 pub mod norm;

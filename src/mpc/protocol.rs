@@ -227,6 +227,13 @@ pub fn truncate_many(p: &mut Party, xs: &[Share], f: u32) -> Result<Vec<Share>, 
 /// [x]·Wᵢ for several prepared weights sharing the input: one opening of x − aᵢ for all of
 /// them, one batched truncation (2 rounds in total).
 pub fn matmul_weights(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<Vec<Share>, ChannelError> {
+    let raw = matmul_weights_raw(p, x, ws)?;
+    truncate_many(p, &raw, ws.first().map_or(x.frac, |w| w.frac))
+}
+
+/// [`matmul_weights`] without the truncation (one round; scale x.frac + w.frac), for callers
+/// that fuse the truncation with the next product.
+pub fn matmul_weights_raw(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<Vec<Share>, ChannelError> {
     let m = x.ring.shape[0];
     let mut mats = Vec::with_capacity(ws.len());
     let mut pre = Vec::with_capacity(ws.len());
@@ -244,7 +251,7 @@ pub fn matmul_weights(p: &mut Party, x: &Share, ws: &[&WeightShare]) -> Result<V
         .zip(&opened)
         .map(|((w, z0), e)| Share { ring: z0.add(&e.matmul_packed(&w.online_packed)), frac: x.frac + w.frac })
         .collect();
-    truncate_many(p, &raw, ws.first().map_or(x.frac, |w| w.frac))
+    Ok(raw)
 }
 
 /// Several shared×shared matrix products in one round (Beaver matrix triples), untruncated.
