@@ -388,8 +388,11 @@ fn private_layer_norm_matches_plaintext() {
     let x = RingTensor::new(&[rows, h], x.data);
     let (sx, sg, sb) = (shares(&x), shares(&gt), shares(&bt));
     let ((o0, p0), (o1, _), _) = run_local(move |p| {
-        let s = |t: &[RingTensor; 2]| Share { ring: t[p.id].clone(), frac: F };
-        mpcformer::mpc::norm::layer_norm(p, &s(&sx), &s(&sg), &s(&sb), 1e-12).unwrap().ring
+        let id = p.id;
+        let s = |t: &[RingTensor; 2]| Share { ring: t[id].clone(), frac: F };
+        // γ's mask is registered and γ − B opened once (model preparation, one round).
+        let gamma = mpcformer::mpc::protocol::prepare_vector(p, &s(&sg), 7).unwrap();
+        mpcformer::mpc::norm::layer_norm(p, &s(&sx), &gamma, &s(&sb), 1e-12).unwrap().ring
     });
     let z = o0.add(&o1);
     for r in 0..rows {
@@ -403,7 +406,7 @@ fn private_layer_norm_matches_plaintext() {
         }
     }
     // mean, products, truncation, normalisation 16, Newton 8 (with (x − μ)γ·d riding along), final product 2.
-    assert_eq!(p0.totals().rounds, 1 + 1 + 1 + 11);
+    assert_eq!(p0.totals().rounds, 1 + (1 + 1 + 1 + 11), "preparation 1, then LayerNorm 14");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -188,6 +188,60 @@ pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, 
     Ok(WeightShare { id, masked, masked_packed, online_packed, frac: w.frac })
 }
 
+/// A weight vector (LayerNorm's γ) with a fixed elementwise mask B registered with the dealer:
+/// γ − B is opened once per model, like a [`WeightShare`].
+pub struct VecShare {
+    id: u64,
+    /// γ − B, public to both parties.
+    masked: RingTensor,
+    /// This party's share of B.
+    b: RingTensor,
+    pub frac: u32,
+}
+
+impl std::fmt::Debug for VecShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VecShare{{id: {}, len: {}, ..}}", self.id, self.masked.len())
+    }
+}
+
+/// Register a fixed mask for the weight vector `v` under `id` and open v − B (one round, at
+/// model preparation).
+pub fn prepare_vector(p: &mut Party, v: &Share, id: u64) -> Result<VecShare, ChannelError> {
+    let n = v.ring.len();
+    let t = p.preprocessing(Request::VecMask { id, n })?;
+    let b = RingTensor::new(&[n], t.b.data);
+    let masked = open_many(p, &[&RingTensor::new(&[n], v.ring.data.clone()).sub(&b)])?.remove(0);
+    Ok(VecShare { id, masked, b, frac: v.frac })
+}
+
+/// x∘x and x∘γ (γ broadcast over the rows of x [rows, n]), untruncated, from **one** opening
+/// of e = x − a: x² = e² + 2e·a + [a²] and, with g = γ − B public,
+/// x·γ = e·g + e·[B] + [a]·g + [a·B] (P0 adds the public products). Half the traffic of two
+/// Beaver products with γ opened per row.
+pub fn square_and_vec_mul(p: &mut Party, x: &Share, v: &VecShare) -> Result<(Share, Share), ChannelError> {
+    let n = v.masked.len();
+    let rows = x.ring.len() / n.max(1);
+    assert_eq!(rows * n, x.ring.len(), "square_and_vec_mul: {} values for rows of {n}", x.ring.len());
+    let t = p.preprocessing(Request::SquareVecMul { id: v.id, rows, n })?;
+    let e = open_many(p, &[&x.ring.sub(&RingTensor::new(&x.ring.shape, t.a.data.clone()))])?.remove(0);
+    let (mut sq, mut xv) = (Vec::with_capacity(rows * n), Vec::with_capacity(rows * n));
+    for i in 0..rows * n {
+        let (ei, ai, g) = (e.data[i], t.a.data[i], v.masked.data[i % n]);
+        sq.push(t.b.data[i].wrapping_add(2u64.wrapping_mul(ei).wrapping_mul(ai)).wrapping_add(p.public_term(ei.wrapping_mul(ei))));
+        xv.push(
+            t.c.data[i]
+                .wrapping_add(ei.wrapping_mul(v.b.data[i % n]))
+                .wrapping_add(ai.wrapping_mul(g))
+                .wrapping_add(p.public_term(ei.wrapping_mul(g))),
+        );
+    }
+    Ok((
+        Share { ring: RingTensor::new(&x.ring.shape, sq), frac: 2 * x.frac },
+        Share { ring: RingTensor::new(&x.ring.shape, xv), frac: x.frac + v.frac },
+    ))
+}
+
 /// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
 ///
 /// With f = W − B public and e = x − a opened: x·W = (e + a)(f + B), so
