@@ -118,8 +118,8 @@ fn unpack(words: &[u64], n: usize, w: u32) -> Vec<u64> {
 /// opened under dealer masks m, d = v ⊕ m, and each product expands over the subsets T of its
 /// variables as Π(d ⊕ m) = ⊕_T (Π_{v∉T} d_v)·m_T, with XOR shares of every mask product m_T
 /// (|T| ≥ 2) from the dealer — the multi-fan-in AND of Damgård et al. (TCC 2006), in one
-/// round instead of the two of a binary tree.
-fn and4(p: &mut Party, g: [&[u64]; 4], pr: [&[u64]; 4]) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
+/// round instead of the two of a binary tree. At the root only G is needed (`want_p` false).
+fn and4(p: &mut Party, g: [&[u64]; 4], pr: [&[u64]; 4], want_p: bool) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
     use super::dealer::{and4_terms, AND4_PRODUCTS, AND4_VARS};
     let n = g[0].len();
     let t = p.preprocessing(Request::And4 { n })?;
@@ -130,45 +130,60 @@ fn and4(p: &mut Party, g: [&[u64]; 4], pr: [&[u64]; 4]) -> Result<(Vec<u64>, Vec
     }
     let theirs = p.exchange(&mine)?;
     let d: Vec<u64> = mine.iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
+    // Expansion plan, per product: (public variables ANDed, source of the mask factor).
     let terms = and4_terms();
-    let p0 = p.id == 0;
-    // Share of the product over the variable set `s` for lane word j.
-    let product = |s: u8, j: usize| -> u64 {
-        let mut acc = 0u64;
-        // Every subset T of s (T = ∅ is the public Π d, held by P0).
-        let mut sub = s;
-        loop {
-            let rest = s & !sub;
-            let pub_part = (0..AND4_VARS).filter(|v| rest >> v & 1 == 1).fold(u64::MAX, |a, v| a & d[v * n + j]);
-            let mask_part = match sub.count_ones() {
-                0 => {
-                    if p0 {
-                        u64::MAX
-                    } else {
-                        0
-                    }
+    let plan: Vec<Vec<(Vec<usize>, MaskSrc)>> = AND4_PRODUCTS
+        .iter()
+        .map(|&s| {
+            let mut out = Vec::new();
+            let mut sub = s;
+            loop {
+                let rest: Vec<usize> = (0..AND4_VARS).filter(|v| (s & !sub) >> v & 1 == 1).collect();
+                let src = match sub.count_ones() {
+                    0 => MaskSrc::One,
+                    1 => MaskSrc::Var(sub.trailing_zeros() as usize),
+                    _ => MaskSrc::Term(terms.binary_search(&sub).expect("dealer supplies every subset product")),
+                };
+                out.push((rest, src));
+                if sub == 0 {
+                    break;
                 }
-                1 => t.a.data[sub.trailing_zeros() as usize * n + j],
-                _ => {
-                    let ti = terms.binary_search(&sub).expect("dealer supplies every subset product");
-                    t.c.data[ti * n + j]
-                }
-            };
-            acc ^= pub_part & mask_part;
-            if sub == 0 {
-                break;
+                sub = (sub - 1) & s;
             }
-            sub = (sub - 1) & s;
-        }
-        acc
+            out
+        })
+        .collect();
+    let one = if p.id == 0 { u64::MAX } else { 0 };
+    // Share of the product over one plan for lane word j.
+    let product = |pl: &[(Vec<usize>, MaskSrc)], j: usize| -> u64 {
+        pl.iter().fold(0u64, |acc, (rest, src)| {
+            let pubs = rest.iter().fold(u64::MAX, |a, &v| a & d[v * n + j]);
+            let m = match *src {
+                MaskSrc::One => one,
+                MaskSrc::Var(v) => t.a.data[v * n + j],
+                MaskSrc::Term(ti) => t.c.data[ti * n + j],
+            };
+            acc ^ (pubs & m)
+        })
     };
     let mut gout = Vec::with_capacity(n);
     let mut pout = Vec::with_capacity(n);
     for j in 0..n {
-        gout.push(g[3][j] ^ product(AND4_PRODUCTS[0], j) ^ product(AND4_PRODUCTS[1], j) ^ product(AND4_PRODUCTS[2], j));
-        pout.push(product(AND4_PRODUCTS[3], j));
+        gout.push(g[3][j] ^ product(&plan[0], j) ^ product(&plan[1], j) ^ product(&plan[2], j));
+        pout.push(if want_p { product(&plan[3], j) } else { 0 });
     }
     Ok((gout, pout))
+}
+
+/// Where the mask factor of one term of a fan-in-4 product comes from.
+#[derive(Clone, Copy)]
+enum MaskSrc {
+    /// The empty subset: the public product alone (P0 holds the constant 1).
+    One,
+    /// One variable's own mask share.
+    Var(usize),
+    /// A dealer-supplied product of several masks (index into `and4_terms`).
+    Term(usize),
 }
 
 /// Bits j, j + 4, j + 8, … of x moved to bits 0, 1, 2, … (the rest cleared).
@@ -230,7 +245,7 @@ fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], k: impl Fn(usize) -> 
             (0..4).map(|j| pack(&v.iter().map(|&x| compress4(x, j)).collect::<Vec<_>>(), h)).collect()
         };
         let (gs, ps) = (parts(&g), parts(&pp));
-        let (gw, pw) = and4(p, [&gs[0], &gs[1], &gs[2], &gs[3]], [&ps[0], &ps[1], &ps[2], &ps[3]])?;
+        let (gw, pw) = and4(p, [&gs[0], &gs[1], &gs[2], &gs[3]], [&ps[0], &ps[1], &ps[2], &ps[3]], h > 1)?;
         g = unpack(&gw, n, h);
         pp = unpack(&pw, n, h);
         w = h;
