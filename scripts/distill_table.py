@@ -15,8 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-TASKS = ["sst2", "cola", "stsb", "mrpc", "rte"]
-TASK_NAMES = {"sst2": "SST-2 (acc)", "cola": "CoLA (mcc)", "stsb": "STS-B (corr)", "mrpc": "MRPC (f1)", "rte": "RTE (acc)"}
+TASKS = ["sst2", "cola", "stsb", "mrpc", "rte", "imdb"]
+TASK_NAMES = {"sst2": "SST-2 (acc)", "cola": "CoLA (mcc)", "stsb": "STS-B (corr)", "mrpc": "MRPC (f1)", "rte": "RTE (acc)", "imdb": "IMDb (acc, seq 256)"}
 METHODS = [
     ("quad-2quad-wopd", "MPCMiniLM w/o{p,d}", "Quad+2Quad"),
     ("quad-2quad-wod", "MPCMiniLM w/o{d}", "Quad+2Quad"),
