@@ -461,7 +461,7 @@ pub fn private_model_dir(config: &str, md: &ModelDir, seq_len: usize, frac: u32)
     };
     let want: Vec<f32> = md.model.forward(&input, &mut Mode::Eval)?.logits.flatten_all()?.to_vec1()?;
     let rows = vec![PrivateRow { ids, type_ids: vec![0; seq_len] }];
-    let run = run_private(md, &rows, frac, std::sync::Arc::new(|| {}))?;
+    let run = run_private(md, &rows, frac, std::sync::Arc::new(|_| {}))?;
     let diff = run.logits[0].iter().zip(&want).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
     let r = &run.rows[0];
     let emb = r.breakdown.get(&LayerClass::Embedding).cloned().unwrap_or_default();

@@ -264,8 +264,13 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
 }
 
 /// `kd private-eval`: the plaintext pass and the private pass on the same rows.
+///
+/// With `--output F`, every finished row is appended to the journal `F.rows.jsonl` (its first
+/// line identifies the run: model, task, split, row selection, length, precision and a hash of
+/// the token ids). Started again with the same arguments after an interruption, the command
+/// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
-    use mpcformer::mpc::eval::{report, run_private, PrivateRow};
+    use mpcformer::mpc::eval::{report, run_private, DoneRow, PrivateRow, PrivateRun};
     let frac_bits = c.frac_bits;
     let c = c.eval;
     let (task, dir, md, data) = load_eval_inputs(&c)?;
@@ -274,13 +279,73 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     let plain_secs = t.elapsed().as_secs_f64();
     let rows: Vec<PrivateRow> =
         data.iter().map(|e| PrivateRow { ids: e.ids.clone(), type_ids: e.type_ids.clone() }).collect();
+    let journal = c.output.as_ref().map(|p| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".rows.jsonl");
+        p.with_file_name(name)
+    });
+    let key = serde_json::json!({
+        "model": dir.display().to_string(), "task": task.name(), "split": c.split, "limit": c.limit,
+        "sample": c.sample, "sample_seed": c.sample_seed, "max_seq_len": c.max_seq_len,
+        "frac_bits": frac_bits, "rows": rows.len(), "ids_hash": ids_hash(&rows),
+    });
+    let mut done: std::collections::BTreeMap<usize, DoneRow> = Default::default();
+    if let Some(j) = journal.as_ref().filter(|j| j.exists()) {
+        done = read_journal(j, &key)?;
+        eprintln!("{}: resuming, {} of {} rows already done", j.display(), done.len(), rows.len());
+    }
+    let todo: Vec<usize> = (0..rows.len()).filter(|i| !done.contains_key(i)).collect();
+    let sub: Vec<PrivateRow> = todo.iter().map(|&i| rows[i].clone()).collect();
+    let writer = match &journal {
+        Some(j) => {
+            let fresh = !j.exists();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(j)
+                .with_context(|| format!("opening the journal {}", j.display()))?;
+            if fresh {
+                use std::io::Write;
+                writeln!(f, "{}", serde_json::json!({ "journal": key }))?;
+                f.sync_data()?;
+            }
+            Some(std::sync::Arc::new(std::sync::Mutex::new(f)))
+        }
+        None => None,
+    };
     let pb = indicatif::ProgressBar::new(rows.len() as u64);
-    let pb2 = pb.clone();
+    pb.set_position(done.len() as u64);
+    let (pb2, todo2, writer2) = (pb.clone(), todo.clone(), writer.clone());
+    let failed: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    let failed2 = failed.clone();
+    let sink = std::sync::Arc::new(move |d: DoneRow| {
+        pb2.inc(1);
+        if let Some(w) = &writer2 {
+            use std::io::Write;
+            let d = DoneRow { row: todo2[d.row], ..d };
+            let line = serde_json::to_string(&d).expect("a row serialises");
+            let mut f = w.lock().expect("journal");
+            if let Err(e) = writeln!(f, "{line}").and_then(|_| f.sync_data()) {
+                failed2.lock().expect("journal").get_or_insert(e.to_string());
+            }
+        }
+    });
     let t = Instant::now();
-    let run = run_private(&md, &rows, frac_bits, std::sync::Arc::new(move || pb2.inc(1)))
-        .with_context(|| format!("private inference of {}", dir.display()))?;
+    let run = run_private(&md, &sub, frac_bits, sink).with_context(|| format!("private inference of {}", dir.display()))?;
     pb.finish_and_clear();
+    if let Some(e) = failed.lock().expect("journal").take() {
+        bail!("writing the journal {}: {e}", journal.as_ref().map(|j| j.display().to_string()).unwrap_or_default());
+    }
     let secs = t.elapsed().as_secs_f64();
+    let resumed_rows = done.len();
+    for (k, (l, r)) in run.logits.iter().zip(&run.rows).enumerate() {
+        done.insert(todo[k], DoneRow { row: todo[k], logits: l.clone(), stats: r.clone() });
+    }
+    let run = PrivateRun {
+        logits: done.values().map(|d| d.logits.clone()).collect(),
+        rows: done.values().map(|d| d.stats.clone()).collect(),
+        ..run
+    };
     let private_rows: Vec<mpcformer::eval::PredRow> = data
         .iter()
         .zip(&run.logits)
@@ -307,16 +372,72 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     };
     let mut json = serde_json::to_value(&base)?;
     json["mpc"] = serde_json::to_value(&mpc)?;
+    json["mpc"]["resumed_rows"] = resumed_rows.into();
     json["plaintext_metrics"] = serde_json::to_value(score(task, &plain).unwrap_or_default())?;
     let text = serde_json::to_string_pretty(&json)?;
     if let Some(p) = &c.output {
         write_file_atomic(p, text.as_bytes())?;
+    }
+    if let Some(j) = &journal {
+        std::fs::remove_file(j).with_context(|| format!("removing the finished journal {}", j.display()))?;
     }
     if !c.no_results {
         append_results(&c.results, &base, "private").with_context(|| format!("appending to {}", c.results.display()))?;
     }
     println!("{text}");
     Ok(())
+}
+
+/// FNV-1a over every row's token ids and type ids: the journal's check that it belongs to the
+/// same rows.
+fn ids_hash(rows: &[mpcformer::mpc::eval::PrivateRow]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for r in rows {
+        for &v in r.ids.iter().chain(&r.type_ids).chain(std::iter::once(&u32::MAX)) {
+            for b in v.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The rows a `kd private-eval` journal holds, after checking that it was written by the same
+/// run. A torn last line (the process died while writing it) is dropped; any other bad line is
+/// an error naming it.
+fn read_journal(path: &Path, key: &serde_json::Value) -> Result<std::collections::BTreeMap<usize, mpcformer::mpc::eval::DoneRow>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the journal {}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let head: serde_json::Value = lines
+        .first()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("{}: line 1 is not a journal header", path.display()))?;
+    if head.get("journal") != Some(key) {
+        bail!(
+            "{} belongs to a different private-eval ({}), not to this one ({key}); remove it or choose another --output",
+            path.display(),
+            head.get("journal").cloned().unwrap_or_default()
+        );
+    }
+    let mut done = std::collections::BTreeMap::new();
+    for (i, l) in lines.iter().enumerate().skip(1) {
+        match serde_json::from_str::<mpcformer::mpc::eval::DoneRow>(l) {
+            Ok(d) if d.row < key["rows"].as_u64().unwrap_or(0) as usize => {
+                done.insert(d.row, d);
+            }
+            Ok(d) => bail!("{}:{}: row {} is outside the run's {} rows", path.display(), i + 1, d.row, key["rows"]),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                // Cut it off, so that the rows appended next start on a line of their own.
+                eprintln!("{}:{}: dropping an incomplete last line", path.display(), i + 1);
+                let keep = text.rfind('\n').map_or(0, |p| p + 1) as u64;
+                let f = std::fs::OpenOptions::new().write(true).open(path)?;
+                f.set_len(keep).with_context(|| format!("truncating {}", path.display()))?;
+                f.sync_data()?;
+            }
+            Err(e) => bail!("{}:{}: not a journaled row: {e}", path.display(), i + 1),
+        }
+    }
+    Ok(done)
 }
 
 /// `kd bench private`: a matrix of shapes × sequence lengths × variants, written after each run.

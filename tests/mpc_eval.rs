@@ -100,3 +100,57 @@ fn private_eval_rejects_bad_settings_clearly() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("config.json"));
 }
+
+/// Killed mid-run, `kd private-eval --output F` leaves its finished rows in `F.rows.jsonl`; the
+/// same command then runs only the rest, and the result covers every row. A journal from a
+/// different run is refused with an error naming it.
+#[test]
+fn interrupted_private_eval_resumes_from_its_journal() {
+    let model = common::minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+        c["num_hidden_layers"] = 2.into();
+    });
+    let t = tempfile::tempdir().unwrap();
+    let sst2 = common::glue("SST-2");
+    let (m, d) = (model.path().to_str().unwrap(), sst2.to_str().unwrap());
+    let args = ["private-eval", "--model", m, "--task", "sst2", "--data", d, "--limit", "16", "--max-seq-len", "32",
+        "--no-results", "--output", "out.json", "--predictions", "out.csv", "--threads", "1"];
+    let journal = t.path().join("out.json.rows.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kd")).args(args).current_dir(t.path())
+        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Wait until at least two rows are journaled (header + 2 lines), then kill it.
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&journal).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be interrupted");
+        assert!(t0.elapsed().as_secs() < 600, "no rows journaled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!t.path().join("out.json").exists(), "no result from the interrupted run");
+    let kept = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!((2..16).contains(&kept), "{kept} rows journaled");
+
+    let o = kd(&args, t.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.path().join("out.json")).unwrap()).unwrap();
+    assert_eq!(r["examples"], 16);
+    assert!(r["mpc"]["resumed_rows"].as_u64().unwrap() >= 2);
+    assert_eq!(r["mpc"]["agreement"], 1.0, "{}", r["mpc"]);
+    assert!(r["mpc"]["max_abs_logit_diff"].as_f64().unwrap() < 0.02);
+    assert_eq!(std::fs::read_to_string(t.path().join("out.csv")).unwrap().lines().count(), 17);
+    assert!(!journal.exists(), "the journal is removed once the result is written");
+
+    // A journal of some other run is not silently reused or discarded.
+    std::fs::write(&journal, "{\"journal\":{\"model\":\"elsewhere\"}}\n").unwrap();
+    let o = kd(&args, t.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("out.json.rows.jsonl") && err.contains("different private-eval"), "{err}");
+}

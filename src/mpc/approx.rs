@@ -139,7 +139,7 @@ fn normalise(
     let ts: Vec<u64> = (0..per)
         .map(|t| {
             let (k, j) = ((t / segs) as u32, (t % segs) as u64);
-            (1u64 << k) + ((j << k) + segs as u64 - 1) / segs as u64
+            (1u64 << k) + (j << k).div_ceil(segs as u64)
         })
         .collect();
     let ge = ge_thresholds(p, &Share { ring: x.ring.clone(), frac: 0 }, &ts)?;
@@ -662,7 +662,7 @@ mod tests {
         let mut xs: Vec<u64> = (1..40).collect();
         for k in [5u32, 17, 18, 30, 44] {
             for j in 0..8u64 {
-                let b = (1u64 << k) + ((j << k) + 7) / 8;
+                let b = (1u64 << k) + (j << k).div_ceil(8);
                 xs.extend([b - 1, b, b + 1]);
             }
         }

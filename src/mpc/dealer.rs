@@ -402,8 +402,8 @@ impl Dealer {
 pub enum DealerLink {
     /// P0: everything from its seed; no messages.
     P0 { prg: Prg, cols: std::collections::HashMap<u64, (usize, usize)> },
-    /// P1: random parts from its seed, corrections over the link.
-    P1 { prg: Prg, link: Box<dyn Channel>, cols: std::collections::HashMap<u64, (usize, usize)> },
+    /// P1: random parts from its seed, corrections over the link (`received`: payload bytes so far).
+    P1 { prg: Prg, link: Box<dyn Channel>, cols: std::collections::HashMap<u64, (usize, usize)>, received: u64 },
     /// After the session: the link is closed.
     Closed,
 }
@@ -421,7 +421,7 @@ impl DealerLink {
         let cols = std::collections::HashMap::new();
         match (id, link) {
             (0, _) => DealerLink::P0 { prg, cols },
-            (_, Some(link)) => DealerLink::P1 { prg, link, cols },
+            (_, Some(link)) => DealerLink::P1 { prg, link, cols, received: 0 },
             (_, None) => panic!("P1 needs a link to the dealer"),
         }
     }
@@ -438,21 +438,31 @@ impl DealerLink {
         }
     }
 
+    /// Correction bytes received from the dealer so far (P1; 0 for P0, which receives nothing).
+    pub fn received_bytes(&self) -> u64 {
+        match self {
+            DealerLink::P1 { received, .. } => *received,
+            _ => 0,
+        }
+    }
+
     /// Fetch material for `req`: (a, b, c) for triples; (r, msb(r), (r mod 2^63)>>f) for Trunc;
     /// (a, ∅, a∘a) for Square; (∅, B share, ∅) for WeightMask; (A, ∅, A·B) for MatMulFixed.
     pub fn fetch(&mut self, req: Request) -> Result<Material, ChannelError> {
         let empty = || RingTensor::zeros(&[0]);
         let (prg, link, cols) = match self {
             DealerLink::P0 { prg, cols } => (prg, None, cols),
-            DealerLink::P1 { prg, link, cols } => (prg, Some(link), cols),
+            DealerLink::P1 { prg, link, cols, received } => (prg, Some((link, received)), cols),
             DealerLink::Closed => return Err(ChannelError::Disconnected),
         };
         let p0 = link.is_none();
         let corr = match link {
-            Some(link) => {
+            Some((link, received)) => {
                 link.send(req.encode())?;
                 let want = req.correction_len(|id| cols.get(&id).map_or(0, |c| c.1));
-                Some(from_bytes(&link.recv()?, want)?)
+                let msg = link.recv()?;
+                *received += msg.len() as u64;
+                Some(from_bytes(&msg, want)?)
             }
             None => None,
         };

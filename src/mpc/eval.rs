@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::bert::{share_weights, PrivateModelError};
-use super::model::{client_session, PrivateBert};
+use super::model::{client_infer, PrivateBert};
 use super::party::{ClassStats, LayerClass, Party};
 use super::ring::RingTensor;
 use super::run::{run_with_client, DealerStats};
@@ -74,11 +74,14 @@ pub fn estimate(
 }
 
 /// Counts of one private inference (party P0's view; P1's are identical by symmetry).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct RowStats {
     pub rounds: u64,
     pub bytes_per_party: u64,
     pub client_bytes_per_party: u64,
+    /// Dealer → P1 correction bytes of this inference (offline traffic).
+    #[serde(default)]
+    pub dealer_bytes: u64,
     /// Wall time of the inference (P0's thread), dealer work included.
     pub seconds: f64,
     /// The larger of the two parties' time spent obtaining preprocessing material.
@@ -95,8 +98,45 @@ pub struct PrivateRun {
     /// Weight preparation (W − B openings, once per model).
     pub prepare: ClassStats,
     pub prepare_seconds: f64,
+    /// Dealer → P1 bytes of the weight preparation.
+    pub prepare_dealer_bytes: u64,
     pub dealer: DealerStats,
     pub wall_seconds: f64,
+}
+
+/// One finished row, complete (the client's logits and both parties' counts), in the order
+/// rows finish: what `kd private-eval` journals so that an interrupted run resumes.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DoneRow {
+    /// Index into the `rows` given to [`run_private`].
+    pub row: usize,
+    pub logits: Vec<f64>,
+    pub stats: RowStats,
+}
+
+/// Receives each [`DoneRow`] as soon as it is complete.
+pub type RowSink = Arc<dyn Fn(DoneRow) + Send + Sync>;
+
+/// Per-row pieces from the three threads, joined into a [`DoneRow`] when all have arrived.
+#[derive(Default)]
+struct Pending {
+    p0: Option<RowStats>,
+    /// P1's time obtaining preprocessing (whole row and per class) and its dealer bytes.
+    p1: Option<(f64, BTreeMap<LayerClass, f64>, u64)>,
+    logits: Option<Vec<f64>>,
+}
+
+/// Join one row's pieces: P0's counts, with the offline time of the party that waited longer
+/// (whole row and per class) and P1's dealer bytes.
+fn join_row(mut r: RowStats, p1: (f64, BTreeMap<LayerClass, f64>, u64)) -> RowStats {
+    r.offline_seconds = r.offline_seconds.max(p1.0);
+    for (k, v) in r.breakdown.iter_mut() {
+        if let Some(o) = p1.1.get(k) {
+            v.offline_seconds = v.offline_seconds.max(*o);
+        }
+    }
+    r.dealer_bytes = p1.2;
+    r
 }
 
 /// One row: token ids (the client's secret) and token type ids (public).
@@ -109,7 +149,7 @@ pub struct PrivateRow {
 struct PartyOut {
     prepare: ClassStats,
     prepare_seconds: f64,
-    rows: Vec<(RowStats, f64)>,
+    prepare_dealer_bytes: u64,
 }
 
 fn snapshot(p: &mut Party) -> (BTreeMap<LayerClass, ClassStats>, f64) {
@@ -136,13 +176,9 @@ pub fn named_parameters(md: &ModelDir) -> candle_core::Result<Vec<(String, Vec<u
         .collect()
 }
 
-/// Run `rows` through the model under MPC. `on_row` is called after each row (progress).
-pub fn run_private(
-    md: &ModelDir,
-    rows: &[PrivateRow],
-    frac: u32,
-    on_row: Arc<dyn Fn() + Send + Sync>,
-) -> Result<PrivateRun, PrivateModelError> {
+/// Run `rows` through the model under MPC. `on_row` gets every finished row (the client's
+/// logits joined with both parties' counts) as soon as all three threads are done with it.
+pub fn run_private(md: &ModelDir, rows: &[PrivateRow], frac: u32, on_row: RowSink) -> Result<PrivateRun, PrivateModelError> {
     if !(8..=20).contains(&frac) {
         return Err(PrivateModelError::Setting(format!("--frac-bits {frac} is outside the supported 8..=20")));
     }
@@ -154,6 +190,32 @@ pub fn run_private(
     let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
     let (vocab, labels) = (cfg.vocab_size, md.model.num_labels);
     let cfg2 = cfg.clone();
+    // Rows complete in order, but their three pieces arrive from three threads.
+    let pending: Arc<std::sync::Mutex<Vec<Pending>>> =
+        Arc::new(std::sync::Mutex::new((0..rows.len()).map(|_| Pending::default()).collect()));
+    let done: Arc<std::sync::Mutex<Vec<Option<DoneRow>>>> = Arc::new(std::sync::Mutex::new(vec![None; rows.len()]));
+    let deliver = {
+        let (pending, done, on_row) = (pending.clone(), done.clone(), on_row.clone());
+        Arc::new(move |i: usize, f: &dyn Fn(&mut Pending)| {
+            let row = {
+                let mut pend = pending.lock().expect("row bookkeeping");
+                f(&mut pend[i]);
+                let e = &mut pend[i];
+                match (e.p0.is_some(), e.p1.is_some(), e.logits.is_some()) {
+                    (true, true, true) => {
+                        let stats = join_row(e.p0.take().expect("checked"), e.p1.take().expect("checked"));
+                        Some(DoneRow { row: i, logits: e.logits.take().expect("checked"), stats })
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(r) = row {
+                done.lock().expect("row bookkeeping")[i] = Some(r.clone());
+                on_row(r);
+            }
+        })
+    };
+    let (deliver_p, deliver_c) = (deliver.clone(), deliver);
     let t = Instant::now();
     let ((o0, _), (o1, _), dealer, client) = run_with_client(
         move |p| -> Result<PartyOut, PrivateModelError> {
@@ -162,59 +224,62 @@ pub fn run_private(
             let prepare_seconds = t0.elapsed().as_secs_f64();
             let (mut before, mut prep_before) = snapshot(p);
             let prepare = before.values().fold(ClassStats::default(), |a, s| a.add(s));
-            let mut out = Vec::with_capacity(types.len());
-            for ty in types.iter() {
+            let prepare_dealer_bytes = p.dealer_bytes_received();
+            let mut dealer_before = prepare_dealer_bytes;
+            for (i, ty) in types.iter().enumerate() {
                 let t1 = Instant::now();
                 model.forward(p, ty, None)?;
                 let seconds = t1.elapsed().as_secs_f64();
                 let (after, prep_after) = snapshot(p);
                 let breakdown = delta(&after, &before);
-                let tot = breakdown.values().fold(ClassStats::default(), |a, s| a.add(s));
-                out.push((
-                    RowStats {
+                let dealer_after = p.dealer_bytes_received();
+                if p.id == 0 {
+                    let tot = breakdown.values().fold(ClassStats::default(), |a, s| a.add(s));
+                    let r = RowStats {
                         rounds: tot.rounds,
                         bytes_per_party: tot.bytes_sent,
                         client_bytes_per_party: tot.client_bytes,
+                        dealer_bytes: 0,
                         seconds,
-                        offline_seconds: 0.0,
+                        offline_seconds: prep_after - prep_before,
                         breakdown,
-                    },
-                    prep_after - prep_before,
-                ));
+                    };
+                    deliver_p(i, &|e: &mut Pending| e.p0 = Some(r.clone()));
+                } else {
+                    let per_class = breakdown.iter().map(|(k, v)| (*k, v.offline_seconds)).collect();
+                    let piece = (prep_after - prep_before, per_class, dealer_after - dealer_before);
+                    deliver_p(i, &|e: &mut Pending| e.p1 = Some(piece.clone()));
+                }
                 before = after;
                 prep_before = prep_after;
-                if p.id == 0 {
-                    on_row();
-                }
+                dealer_before = dealer_after;
             }
-            Ok(PartyOut { prepare, prepare_seconds, rows: out })
+            Ok(PartyOut { prepare, prepare_seconds, prepare_dealer_bytes })
         },
-        move |links| client_session(links, &ids, vocab, labels, frac),
+        move |mut links| -> Result<(), PrivateModelError> {
+            for (i, row) in ids.iter().enumerate() {
+                let l = client_infer(&mut links, row, vocab, labels, frac)?;
+                deliver_c(i, &|e: &mut Pending| e.logits = Some(l.clone()));
+            }
+            Ok(())
+        },
     );
     let wall_seconds = t.elapsed().as_secs_f64();
     // Report the first error in causal order: a client-side input error makes the parties fail.
-    let logits = client?;
+    client?;
     let (o0, o1) = (o0?, o1?);
-    let rows = o0
-        .rows
+    let done = std::mem::take(&mut *done.lock().expect("row bookkeeping"));
+    let done: Vec<DoneRow> = done
         .into_iter()
-        .zip(o1.rows)
-        .map(|((mut r, prep0), (r1, prep1))| {
-            r.offline_seconds = prep0.max(prep1);
-            // Per class, the party that waited longer for preprocessing sets the offline part.
-            for (k, v) in r.breakdown.iter_mut() {
-                if let Some(o) = r1.breakdown.get(k) {
-                    v.offline_seconds = v.offline_seconds.max(o.offline_seconds);
-                }
-            }
-            r
-        })
-        .collect();
+        .enumerate()
+        .map(|(i, d)| d.ok_or_else(|| PrivateModelError::Setting(format!("row {i} finished without all of its pieces"))))
+        .collect::<Result<_, _>>()?;
     Ok(PrivateRun {
-        logits,
-        rows,
+        logits: done.iter().map(|d| d.logits.clone()).collect(),
+        rows: done.into_iter().map(|d| d.stats).collect(),
         prepare: o0.prepare,
         prepare_seconds: o0.prepare_seconds.max(o1.prepare_seconds),
+        prepare_dealer_bytes: o1.prepare_dealer_bytes,
         dealer,
         wall_seconds,
     })
@@ -233,8 +298,10 @@ pub struct MpcReport {
     pub bytes_per_party_total: u64,
     /// Client ↔ party bytes per party (masked one-hot upload, seeds, logits), mean per example.
     pub client_bytes_per_party: f64,
-    /// Dealer → P1 bytes, whole session (weight preparation included).
+    /// Dealer → P1 bytes, weight preparation plus every row (as P1 received them).
     pub dealer_bytes: u64,
+    /// Dealer → P1 bytes per example (the offline transfer of the network estimates).
+    pub dealer_bytes_per_example: f64,
     /// Σ over rows of (wall time − time obtaining preprocessing).
     pub online_seconds: f64,
     /// Σ over rows of the time obtaining preprocessing (PRG expansion, waiting for the dealer).
@@ -289,6 +356,7 @@ pub fn report(run: &PrivateRun, plain: &[Vec<f32>], regression: bool, frac: u32,
     let offline: f64 = run.rows.iter().map(|r| r.offline_seconds).sum();
     let wall: f64 = run.rows.iter().map(|r| r.seconds).sum();
     let online = (wall - offline).max(0.0);
+    let dealer_rows: u64 = run.rows.iter().map(|r| r.dealer_bytes).sum();
     let network = PROFILES
         .iter()
         .map(|pr| {
@@ -298,7 +366,7 @@ pub fn report(run: &PrivateRun, plain: &[Vec<f32>], regression: bool, frac: u32,
                 rounds_total as f64 / n,
                 (bytes_total + client_total) as f64 / n,
                 offline / n,
-                run.dealer.bytes_sent as f64 / n,
+                dealer_rows as f64 / n,
             );
             (pr.name.to_string(), e)
         })
@@ -311,7 +379,8 @@ pub fn report(run: &PrivateRun, plain: &[Vec<f32>], regression: bool, frac: u32,
         bytes_per_party: bytes_total as f64 / n,
         bytes_per_party_total: bytes_total,
         client_bytes_per_party: client_total as f64 / n,
-        dealer_bytes: run.dealer.bytes_sent,
+        dealer_bytes: run.prepare_dealer_bytes + dealer_rows,
+        dealer_bytes_per_example: dealer_rows as f64 / n,
         online_seconds: online,
         offline_seconds: offline,
         prepare_seconds: run.prepare_seconds,
@@ -344,12 +413,13 @@ mod tests {
 
     #[test]
     fn report_counts_agreement_and_differences() {
-        let row = |r: u64| RowStats { rounds: r, bytes_per_party: 10, client_bytes_per_party: 5, seconds: 2.0, offline_seconds: 0.5, breakdown: BTreeMap::new() };
+        let row = |r: u64| RowStats { rounds: r, bytes_per_party: 10, client_bytes_per_party: 5, dealer_bytes: 7, seconds: 2.0, offline_seconds: 0.5, breakdown: BTreeMap::new() };
         let run = PrivateRun {
             logits: vec![vec![0.1, 0.9], vec![0.6, 0.5], vec![0.3, 0.2]],
             rows: vec![row(100), row(200), row(300)],
             prepare: ClassStats::default(),
             prepare_seconds: 0.0,
+            prepare_dealer_bytes: 100,
             dealer: DealerStats::default(),
             wall_seconds: 6.0,
         };
@@ -361,5 +431,7 @@ mod tests {
         assert!((r.rounds - 200.0).abs() < 1e-12);
         assert!((r.online_seconds - 4.5).abs() < 1e-12 && (r.offline_seconds - 1.5).abs() < 1e-12);
         assert!(r.network["wan"].online_seconds > r.network["lan"].online_seconds);
+        assert_eq!(r.dealer_bytes, 100 + 3 * 7);
+        assert!((r.dealer_bytes_per_example - 7.0).abs() < 1e-12);
     }
 }

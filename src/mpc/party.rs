@@ -11,7 +11,7 @@ use super::dealer::{DealerLink, Material, Request};
 use super::ring::RingTensor;
 
 /// Where communication is spent (the paper's Figure-2 breakdown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerClass {
     Embedding,
@@ -44,7 +44,7 @@ impl LayerClass {
 }
 
 /// Rounds and bytes of one party, per layer class.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ClassStats {
     /// Sequential message flights (party↔party exchanges, plus the client's upload and the
     /// reveal of the logits to the client).
@@ -202,6 +202,11 @@ impl Party {
         self.prep_seconds += dt;
         self.stats.entry(self.class).or_default().offline_seconds += dt;
         m
+    }
+
+    /// Correction bytes this party has received from the dealer (P1; P0 receives none).
+    pub fn dealer_bytes_received(&self) -> u64 {
+        self.dealer.received_bytes()
     }
 
     /// Book local input-independent work (e.g. [a]·(W − B)) as preprocessing time.
