@@ -266,8 +266,8 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
 /// `kd private-eval`: the plaintext pass and the private pass on the same rows.
 ///
 /// With `--output F`, every finished row is appended to the journal `F.rows.jsonl` (its first
-/// line identifies the run: model, task, split, row selection, length, precision and a hash of
-/// the token ids). Started again with the same arguments after an interruption, the command
+/// line identifies the run: model path and a hash of its config and weights, task, split, row
+/// selection, length, precision and a hash of the token ids). Started again with the same arguments after an interruption, the command
 /// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     use mpcformer::mpc::eval::{report, run_private, DoneRow, PrivateRow, PrivateRun};
@@ -288,6 +288,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
         "model": dir.display().to_string(), "task": task.name(), "split": c.split, "limit": c.limit,
         "sample": c.sample, "sample_seed": c.sample_seed, "max_seq_len": c.max_seq_len,
         "frac_bits": frac_bits, "rows": rows.len(), "ids_hash": ids_hash(&rows),
+        "weights_hash": weights_hash(&dir)?,
     });
     let mut done: std::collections::BTreeMap<usize, DoneRow> = Default::default();
     if let Some(j) = journal.as_ref().filter(|j| j.exists()) {
@@ -400,6 +401,20 @@ fn ids_hash(rows: &[mpcformer::mpc::eval::PrivateRow]) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// FNV-1a over the model directory's config.json and model.safetensors: a journal must not
+/// be resumed with different weights saved at the same path.
+fn weights_hash(dir: &Path) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in ["config.json", "model.safetensors"] {
+        let p = dir.join(f);
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        for b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// The rows a `kd private-eval` journal holds, after checking that it was written by the same
