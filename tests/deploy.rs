@@ -217,7 +217,7 @@ fn check_against_embedded(model: &Path, dep: &Deployment, limit: usize, max_len:
     let rows = enc.encode(&load_split(Task::Sst2, &common::glue("SST-2"), "dev", Some(limit)).unwrap()).unwrap();
     let plain = mpcformer::eval::predict(&md.model, &rows, 8, &dev, |_| {}).unwrap();
     let private: Vec<PrivateRow> = rows.iter().map(|e| PrivateRow { ids: e.ids.clone(), type_ids: e.type_ids.clone() }).collect();
-    let embedded = run_private(&md, &private, 16, Arc::new(|| {})).unwrap();
+    let embedded = run_private(&md, &private, 16, Arc::new(|_| {})).unwrap();
     assert_eq!(deployed.len(), limit);
     for (i, d) in deployed.iter().enumerate() {
         let (e, p) = (&embedded.logits[i], &plain[i].logits);

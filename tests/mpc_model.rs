@@ -118,7 +118,7 @@ fn out_of_vocabulary_token_is_a_clear_error() {
     let cfg = BertConfig::tiny(1, 16, 2, 10);
     let md = ModelDir::random(cfg, 2, 1, &Device::Cpu).unwrap();
     let rows = vec![mpcformer::mpc::eval::PrivateRow { ids: vec![1, 12, 3], type_ids: vec![0; 3] }];
-    let e = mpcformer::mpc::eval::run_private(&md, &rows, F, std::sync::Arc::new(|| {})).err().expect("must fail");
+    let e = mpcformer::mpc::eval::run_private(&md, &rows, F, std::sync::Arc::new(|_| {})).err().expect("must fail");
     assert!(e.to_string().contains("token id 12"), "{e}");
 }
 

@@ -319,17 +319,6 @@ pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError>
     normalise_rows(p, &q, two_quad_extra(s.frac), s.frac)
 }
 
-/// 2Quad of scores given untruncated (`raw`, e.g. Q·Kᵀ at scale 2f, truncated by `shift` to
-/// scale f): the scores' truncation and the square (t + c)² share one round
-/// (`fused::truncate_mul`), so 2Quad adds 13 rounds to the scores' product instead of 15.
-/// Returns the probabilities at the truncated scores' scale.
-pub fn two_quad_raw(p: &mut Party, raw: &Share, shift: u32, c: f64) -> Result<Share, ChannelError> {
-    let f = raw.frac - shift;
-    let sc = Operand::Trunc { idx: 0, scale: 1, offset: super::fixed::encode(c, f) };
-    let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
-    normalise_rows(p, &q.pop().expect("one product"), two_quad_extra(f), f)
-}
-
 /// MPCFormer's 2ReLU over the last axis, (relu(s) + ε/L) / (Σ relu(s) + ε), with ε = one ulp
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use super::approx::{gelu, quad_raw, softmax, two_quad_raw, two_relu, GeluForm};
+use super::approx::{gelu, quad_raw, reciprocal_ext_to, softmax, two_relu, GeluForm};
+use super::protocol::truncate;
 use super::channel::ChannelError;
 use super::compare::relu;
 use super::fixed::encode;
@@ -100,6 +101,49 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
     Share { ring: RingTensor::new(&[rows, w], data), frac: x.frac }
 }
 
+/// 2Quad attention of all heads, from the untruncated scores `raw` [heads·L, L] (scale f +
+/// `shift`) and the values `vh` (per head [L, dh]): per head (q·V)·(1/Σq) with q = (s + c)²,
+/// instead of (q·(1/Σq))·V — the normalisation is applied to the [L, dh] context, not to the
+/// [L, L] probabilities, which saves one L×L opening per head (the product with the row
+/// factors and its truncation now run on L×dh values) at the same 16 rounds:
+/// [trunc scores; square] (softmax) [trunc q] [q·V] (attention) … reciprocal of Σq (11) …
+/// [trunc q·V; its product with 1/Σq] [trunc]. q·V is formed from q truncated to scale f:
+/// |Σ q·v| < 2^(62 − 2f) in real terms (2^26 at f = 18), and the context values |Σ P·v| < 2^9.
+fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Share]) -> Result<Vec<Share>, PrivateModelError> {
+    use super::fused::{truncate_mul, Operand};
+    use super::party::LayerClass::*;
+    let f = raw.frac - shift;
+    let (rows, l) = (raw.ring.shape[0], raw.ring.shape[1]);
+    let heads = vh.len();
+    let dh = vh[0].ring.shape[1];
+    p.set_class(Softmax);
+    let sc = Operand::Trunc { idx: 0, scale: 1, offset: super::fixed::encode(c, f) };
+    let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
+    let q = q.pop().expect("one product");
+    let sums: Vec<u64> = (0..rows).map(|r| q.ring.data[r * l..(r + 1) * l].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
+    let qf = truncate(p, &q, q.frac - f)?;
+    p.set_class(Attention);
+    let qh: Vec<Share> = (0..heads)
+        .map(|i| Share { ring: RingTensor::new(&[l, l], qf.ring.data[i * l * l..(i + 1) * l * l].to_vec()), frac: f })
+        .collect();
+    let pairs: Vec<(&Share, &Share)> = qh.iter().zip(vh).collect();
+    let qv = matmul_many_raw(p, &pairs)?;
+    p.set_class(Softmax);
+    // 1/Σq at 16 extra bits (12 at f = 20): the product with q·V (≤ max|v| in real terms) sits at
+    // 2f + extra and stays below 2^62 while |v| < 2^(61 − 2f − extra) = 2^9.
+    let extra = (61 - 2 * f).saturating_sub(9).min(16);
+    let inv = reciprocal_ext_to(p, &Share { ring: RingTensor::new(&[rows], sums), frac: q.frac }, extra, f)?;
+    p.set_class(Attention);
+    // One factor per (head, query row), repeated over the row's dh context values.
+    let inv_x = Share { ring: RingTensor::new(&[rows * dh], inv.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, dh)).collect()), frac: inv.frac };
+    let qv_all = Share { ring: RingTensor::new(&[rows * dh], qv.iter().flat_map(|s| s.ring.data.iter().copied()).collect()), frac: 2 * f };
+    let (_, mut z) = truncate_mul(p, &[(&qv_all, f)], &[(Operand::Ready(&inv_x), Operand::t(0))])?;
+    let ctx = truncate(p, &z.pop().expect("one product"), f + extra)?;
+    Ok((0..heads)
+        .map(|i| Share { ring: RingTensor::new(&[l, dh], ctx.ring.data[i * l * dh..(i + 1) * l * dh].to_vec()), frac: f })
+        .collect())
+}
+
 /// One private encoder layer.
 pub struct PrivateLayer {
     qkv: [PrivateLinear; 3],
@@ -173,32 +217,28 @@ impl PrivateLayer {
             ring: RingTensor::new(&[self.heads * l, l], s.iter().flat_map(|s| s.ring.data.iter().copied()).collect()),
             frac: s[0].frac,
         };
-        let probs = match self.softmax {
-            SoftmaxAct::TwoQuad => {
-                // The scores' truncation rides in the round of 2Quad's square (booked as softmax).
-                p.set_class(Softmax);
-                two_quad_raw(p, &stack(&raw), x.frac, self.c)?
-            }
+        let vh: Vec<Share> = (0..self.heads).map(|i| cols(v, i * dh, dh)).collect();
+        let ctx_h = match self.softmax {
+            SoftmaxAct::TwoQuad => two_quad_attention(p, &stack(&raw), x.frac, self.c, &vh)?,
             act => {
                 let scores = stack(&truncate_many(p, &raw, x.frac)?);
                 p.set_class(Softmax);
-                match act {
+                let probs = match act {
                     SoftmaxAct::TwoRelu => two_relu(p, &scores)?,
                     _ => softmax(p, &scores)?,
-                }
+                };
+                p.set_class(Attention);
+                let ph: Vec<Share> = (0..self.heads)
+                    .map(|i| Share {
+                        ring: RingTensor::new(&[l, l], probs.ring.data[i * l * l..(i + 1) * l * l].to_vec()),
+                        frac: probs.frac,
+                    })
+                    .collect();
+                let pairs: Vec<(&Share, &Share)> = ph.iter().zip(&vh).collect();
+                let raw = matmul_many_raw(p, &pairs)?;
+                truncate_many(p, &raw, x.frac)?
             }
         };
-        p.set_class(Attention);
-        let ph: Vec<Share> = (0..self.heads)
-            .map(|i| Share {
-                ring: RingTensor::new(&[l, l], probs.ring.data[i * l * l..(i + 1) * l * l].to_vec()),
-                frac: probs.frac,
-            })
-            .collect();
-        let vh: Vec<Share> = (0..self.heads).map(|i| cols(v, i * dh, dh)).collect();
-        let pairs: Vec<(&Share, &Share)> = ph.iter().zip(&vh).collect();
-        let raw = matmul_many_raw(p, &pairs)?;
-        let ctx_h = truncate_many(p, &raw, x.frac)?;
         let mut ctx = vec![0u64; l * h];
         for (i, c) in ctx_h.iter().enumerate() {
             for r in 0..l {
