@@ -21,14 +21,18 @@ fn logits(csv: &str) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
-#[test]
-fn private_eval_agrees_with_plaintext_eval() {
+/// A 2-layer, 2-label MiniLM variant, a working directory and the SST-2 data.
+fn two_layer_sst2() -> (tempfile::TempDir, tempfile::TempDir, std::path::PathBuf) {
     let model = common::minilm_variant(|c| {
         c["num_labels"] = 2.into();
         c["num_hidden_layers"] = 2.into();
     });
-    let t = tempfile::tempdir().unwrap();
-    let sst2 = common::glue("SST-2");
+    (model, tempfile::tempdir().unwrap(), common::glue("SST-2"))
+}
+
+#[test]
+fn private_eval_agrees_with_plaintext_eval() {
+    let (model, t, sst2) = two_layer_sst2();
     let (m, d) = (model.path().to_str().unwrap(), sst2.to_str().unwrap());
     let common_args = ["--model", m, "--task", "sst2", "--data", d, "--limit", "5", "--max-seq-len", "24", "--no-results"];
     let mut a: Vec<&str> = vec!["private-eval"];
@@ -106,12 +110,7 @@ fn private_eval_rejects_bad_settings_clearly() {
 /// different run is refused with an error naming it.
 #[test]
 fn interrupted_private_eval_resumes_from_its_journal() {
-    let model = common::minilm_variant(|c| {
-        c["num_labels"] = 2.into();
-        c["num_hidden_layers"] = 2.into();
-    });
-    let t = tempfile::tempdir().unwrap();
-    let sst2 = common::glue("SST-2");
+    let (model, t, sst2) = two_layer_sst2();
     let (m, d) = (model.path().to_str().unwrap(), sst2.to_str().unwrap());
     let args = ["private-eval", "--model", m, "--task", "sst2", "--data", d, "--limit", "16", "--max-seq-len", "32",
         "--no-results", "--output", "out.json", "--predictions", "out.csv", "--threads", "1"];
