@@ -392,13 +392,13 @@ pub const EXP_CLIP: f64 = 16.0;
 const EXP_HALVINGS: u32 = 5;
 
 /// e^x for shared x ≤ 0 (any ring value with |x| < 2^46 — including masks of −10⁴ and beyond;
-/// CrypTen's limit method turns garbage below −256), at x's scale, in 19 rounds:
+/// CrypTen's limit method turns garbage below −256), at x's scale, in 14 rounds:
 /// 1. clip: x_c = relu(x + 16) − 16 (5 rounds), so x_c ∈ [−16, 0];
 /// 2. t = x_c/32 ∈ [−0.5, 0] at 29 fractional bits (a local shift);
-/// 3. 2·p(t) = 2 + 2t + t² + t³/3 (2p to keep every term exact at one scale; 4 rounds), p the
-///    cubic Taylor polynomial of e^t;
-/// 4. five squarings (10 rounds): the first divides by 4 (undoing 2p) and the last truncates
-///    straight back to x's scale.
+/// 3. 2·p(t) = 2 + 2t + t² + t³/3 (2p to keep every term exact at one scale; 3 rounds, the
+///    truncation of t² fused with t²·t/3), p the cubic Taylor polynomial of e^t;
+/// 4. five squarings (6 rounds, each truncation fused with the next square): the first divides
+///    by 4 (undoing 2p) and the last truncates straight back to x's scale.
 ///
 /// Error: relative t⁴/24·2^k from the polynomial, i.e. absolute ≤ e^x·x⁴/(24·2^15) ≤ 6e−6 over
 /// [−16, 0] (largest near x = −4), below one ulp at 16 fractional bits; plus up to 1.3 ulp from
@@ -413,18 +413,23 @@ pub fn exp_neg(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let t = Share { ring: xc.map(|v| v << (e - f - EXP_HALVINGS)), frac: e };
     let sq = super::protocol::square_raw(p, &t)?;
     let third = Share { ring: t.ring.scale(encode(1.0 / 3.0, e)), frac: 2 * e };
-    let tr = truncate_many(p, &[sq, third], e)?;
-    let t3raw = mul_raw(p, &tr[0], &tr[1])?;
-    let t3 = truncate(p, &t3raw, e)?;
+    // [trunc t², t/3; t²·t/3]
+    let (tr, mut t3raw) = truncate_mul(p, &[(&sq, e), (&third, e)], &[(Operand::t(0), Operand::t(1))])?;
+    let t3 = truncate(p, &t3raw.pop().expect("one product"), e)?;
     let two = p.public_term(encode(2.0, e));
-    let mut y = Share { ring: t.ring.scale(2).add(&tr[0].ring).add(&t3.ring).add_scalar(two), frac: e };
+    let y = Share { ring: t.ring.scale(2).add(&tr[0].ring).add(&t3.ring).add_scalar(two), frac: e };
+    // Five squarings, each truncation fused with the next square: the first divides by 4
+    // (undoing 2p: its input relabelled at scale 2e + 2), the last returns to x's scale.
+    let mut s = super::protocol::square_raw(p, &y)?;
     for i in 0..EXP_HALVINGS {
-        let s = super::protocol::square_raw(p, &y)?;
-        let shift = if i + 1 == EXP_HALVINGS { 2 * e - f } else { e } + if i == 0 { 2 } else { 0 };
-        y = truncate(p, &s, shift)?;
-        y.frac = if i + 1 == EXP_HALVINGS { f } else { e };
+        if i + 1 == EXP_HALVINGS {
+            return truncate(p, &s, 2 * e - f);
+        }
+        let (s_in, shift) = if i == 0 { (Share { ring: s.ring, frac: 2 * e + 2 }, e + 2) } else { (s, e) };
+        let (_, mut pr) = truncate_mul(p, &[(&s_in, shift)], &[(Operand::t(0), Operand::t(0))])?;
+        s = pr.pop().expect("one product");
     }
-    Ok(y)
+    unreachable!("the last squaring returns")
 }
 
 /// Row maxima of x [rows, L] → [rows], a tree of pairwise maxima: ⌈log₂ L⌉ levels of 5 rounds
@@ -462,8 +467,8 @@ pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·⌈log₂ L⌉ + 19 + 11 + 2
-/// (L = 128: 67). Unpadded rows (batch-1 private inference).
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·⌈log₂ L⌉ + 14 + 11 + 2
+/// (L = 128: 62). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
