@@ -12,21 +12,21 @@ use super::protocol::{square_raw, truncate};
 /// 8·Quad(x) = x² + 2x + 4 is formed exactly at scale 2f (x scaled up by 2^f, the constant by
 /// 2^2f), then a single truncation by f + 3 bits divides by 8 and returns to scale f.
 pub fn quad(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
-    let f = x.frac;
     let sq = square_raw(p, x)?;
-    let lin = x.ring.scale(2u64.wrapping_shl(f));
-    let four = p.public_term(4u64 << (2 * f));
-    let z = Share { ring: sq.ring.add(&lin).add_scalar(four), frac: 2 * f + 3 };
-    truncate(p, &z, f + 3)
+    quad_from_square(p, x, &sq)
 }
 
 /// Quad of a value given untruncated (`raw` at scale f + shift, truncated by `shift` to f):
 /// the truncation and the square share one round, then one truncation as in [`quad`] — the
 /// hidden activation after its linear layer in 2 rounds after the product instead of 3.
 pub fn quad_raw(p: &mut Party, raw: &Share, shift: u32) -> Result<Share, ChannelError> {
-    let f = raw.frac - shift;
     let (mut t, mut sq) = truncate_mul(p, &[(raw, shift)], &[(Operand::t(0), Operand::t(0))])?;
-    let (x, sq) = (t.pop().expect("one truncation"), sq.pop().expect("one product"));
+    quad_from_square(p, &t.pop().expect("one truncation"), &sq.pop().expect("one product"))
+}
+
+/// (x² + 2x + 4)/8 from x and its untruncated square: one truncation by f + 3.
+fn quad_from_square(p: &mut Party, x: &Share, sq: &Share) -> Result<Share, ChannelError> {
+    let f = x.frac;
     let lin = x.ring.scale(2u64.wrapping_shl(f));
     let four = p.public_term(4u64 << (2 * f));
     let z = Share { ring: sq.ring.add(&lin).add_scalar(four), frac: 2 * f + 3 };
@@ -265,7 +265,7 @@ fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(S
 }
 
 /// Sum over the last axis (local), [rows, L] → [rows].
-fn row_sums(x: &Share) -> Share {
+pub(crate) fn row_sums(x: &Share) -> Share {
     let l = *x.ring.shape.last().expect("rank ≥ 1");
     let rows = x.ring.len() / l.max(1);
     let sums = (0..rows).map(|r| x.ring.data[r * l..(r + 1) * l].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();

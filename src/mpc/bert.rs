@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::approx::{gelu, quad_raw, reciprocal_ext_to, softmax, two_relu, GeluForm};
+use super::approx::{gelu, quad_raw, reciprocal_ext_to, row_sums, softmax, two_relu, GeluForm};
 use super::protocol::truncate;
 use super::channel::ChannelError;
 use super::compare::relu;
@@ -120,7 +120,7 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     let sc = Operand::Trunc { idx: 0, scale: 1, offset: super::fixed::encode(c, f) };
     let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
     let q = q.pop().expect("one product");
-    let sums: Vec<u64> = (0..rows).map(|r| q.ring.data[r * l..(r + 1) * l].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
+    let sums = row_sums(&q);
     let qf = truncate(p, &q, q.frac - f)?;
     p.set_class(Attention);
     let qh: Vec<Share> = (0..heads)
@@ -132,7 +132,7 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     // 1/Σq at 16 extra bits (12 at f = 20): the product with q·V (≤ max|v| in real terms) sits at
     // 2f + extra and stays below 2^62 while |v| < 2^(61 − 2f − extra) = 2^9.
     let extra = (61 - 2 * f).saturating_sub(9).min(16);
-    let inv = reciprocal_ext_to(p, &Share { ring: RingTensor::new(&[rows], sums), frac: q.frac }, extra, f)?;
+    let inv = reciprocal_ext_to(p, &sums, extra, f)?;
     p.set_class(Attention);
     // One factor per (head, query row), repeated over the row's dh context values.
     let inv_x = Share { ring: RingTensor::new(&[rows * dh], inv.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, dh)).collect()), frac: inv.frac };

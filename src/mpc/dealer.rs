@@ -64,8 +64,9 @@ pub enum Request {
     SquareVecMul { id: u64, rows: usize, n: usize },
 }
 
-/// How many truncations the dealer remembers for `TruncMul`/`TruncPair`.
-pub const RECENT_TRUNCS: usize = 8;
+/// How many truncations the dealer remembers for `TruncMul`/`TruncPair`: the most one fused
+/// round uses (`fused::truncate_mul` refuses more), each kept as two vectors of its length.
+pub const RECENT_TRUNCS: usize = 4;
 
 /// Variables of one fan-in-4 carry-lookahead step that get masked and opened: the propagate
 /// bits P₀…P₃ and generate bits G₀…G₂ of four adjacent groups (G₃ enters only linearly).

@@ -74,6 +74,7 @@ pub fn truncate_mul(
     prods: &[(Operand, Operand)],
 ) -> Result<(Vec<Share>, Vec<Share>), ChannelError> {
     let nt = truncs.len();
+    assert!(nt <= super::dealer::RECENT_TRUNCS, "truncate_mul: {nt} truncations in one round; the dealer keeps {}", super::dealer::RECENT_TRUNCS);
     let mut tmats = Vec::with_capacity(nt);
     for (x, f) in truncs {
         assert!(*f > 0 && *f < 62 && x.frac >= *f, "truncate: bad shift {f} for scale {}", x.frac);
