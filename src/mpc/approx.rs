@@ -346,7 +346,8 @@ pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
 // Exact-model nonlinearities: exp (for softmax with max subtraction), softmax, GeLU, tanh.
 // ---------------------------------------------------------------------------------------------
 
-use super::compare::{bit_mul_many, ge_zero_bits};
+use super::compare::{bit_mul_many, ge_zero_bits, tournament_select};
+use super::dealer::TOURNAMENT_MAX_K;
 use super::fixed::encode;
 use super::protocol::truncate_many;
 
@@ -432,43 +433,61 @@ pub fn exp_neg(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     unreachable!("the last squaring returns")
 }
 
-/// Row maxima of x [rows, L] → [rows], a tree of pairwise maxima: ⌈log₂ L⌉ levels of 5 rounds
-/// (sign bit of a − b, then max = b + [a ≥ b]·(a − b) by bit injection). Exact.
+/// Fan-in of each step of `row_max` over w values: groups of 4 while more than
+/// [`TOURNAMENT_MAX_K`] remain, then all the rest at once (the dealer's material per group grows
+/// as k·2^k, so the wide groups come last, where few values are left). L = 128: 4, 4, 8.
+pub fn row_max_fan_ins(mut w: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while w > 1 {
+        let k = if w <= TOURNAMENT_MAX_K { w } else { 4 };
+        out.push(k);
+        w = w.div_ceil(k);
+    }
+    out
+}
+
+/// Filler for the last group of a row whose width the fan-in does not divide: a public value
+/// below every score (values must satisfy |x| < 2^60 as ring integers, so x − PAD stays
+/// inside the comparison's signed range); a real member always beats it.
+const MAX_PAD: u64 = (1u64 << 61).wrapping_neg();
+
+/// Row maxima of x [rows, L] → [rows], exact: a tournament tree whose every step compares
+/// all pairs of each group of k (sign bits, 4 rounds) and selects the winner with a fan-in-k
+/// AND fused into the bit injection (`compare::tournament_select`, 1 round). 5 rounds per
+/// step, `row_max_fan_ins(L).len()` steps: L = 128 in 3 (15 rounds; a pairwise tree needs 7
+/// steps, 35 rounds), L = 512 in 4. The price is comparisons: k(k−1)/2 per k values instead
+/// of k − 1 (twice as many at fan-in 4), cheap next to the rounds saved.
 pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let (rows, mut w) = (x.ring.shape[0], x.ring.shape[1]);
     let mut cur = x.ring.data.clone();
-    while w > 1 {
-        let half = w / 2;
-        let mut a = Vec::with_capacity(rows * half);
-        let mut b = Vec::with_capacity(rows * half);
+    let pad = p.public_term(MAX_PAD);
+    for k in row_max_fan_ins(w) {
+        let groups = w.div_ceil(k);
+        let mut vals = Vec::with_capacity(rows * groups * k);
         for r in 0..rows {
-            for j in 0..half {
-                a.push(cur[r * w + 2 * j]);
-                b.push(cur[r * w + 2 * j + 1]);
+            vals.extend_from_slice(&cur[r * w..(r + 1) * w]);
+            vals.resize(vals.len() + groups * k - w, pad);
+        }
+        // Pairs (a, b), a < b, in `pair_index` order.
+        let mut diffs = Vec::with_capacity(rows * groups * k * (k - 1) / 2);
+        for g in vals.chunks(k) {
+            for a in 0..k {
+                for b in a + 1..k {
+                    diffs.push(g[a].wrapping_sub(g[b]));
+                }
             }
         }
-        let d = Share { ring: RingTensor::new(&[rows * half], a).sub(&RingTensor::new(&[rows * half], b.clone())), frac: x.frac };
-        let bits = ge_zero_bits(p, &d)?;
-        let sel = bit_mul_many(p, &[(&bits, &d)])?.remove(0);
-        let nw = w.div_ceil(2);
-        let mut next = Vec::with_capacity(rows * nw);
-        for r in 0..rows {
-            for j in 0..half {
-                next.push(b[r * half + j].wrapping_add(sel.ring.data[r * half + j]));
-            }
-            if w % 2 == 1 {
-                next.push(cur[r * w + w - 1]);
-            }
-        }
-        cur = next;
-        w = nw;
+        let n = diffs.len();
+        let bits = ge_zero_bits(p, &Share { ring: RingTensor::new(&[n], diffs), frac: x.frac })?;
+        cur = tournament_select(p, &vals, &bits.data, k)?;
+        w = groups;
     }
     Ok(Share { ring: RingTensor::new(&[rows], cur), frac: x.frac })
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·⌈log₂ L⌉ + 14 + 11 + 2
-/// (L = 128: 62). Unpadded rows (batch-1 private inference).
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·(tournament steps) + 14 + 11 + 2
+/// (L = 128: 42). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };
@@ -548,14 +567,41 @@ pub const GELU_TANH_H: [f64; 9] = [
     9.964699236005e-5, 1.982567413044e0, -5.883478649008e0, -5.441834898605e0, 4.593826297693e1,
     -8.004698871116e1, 6.537239699232e1, -2.571126104343e1, 3.790206714004e0,
 ];
-/// tanh's cut-off: beyond ±5 tanh is ±1 within 9.1e−5.
-pub const TANH_T: f64 = 5.0;
-/// tanh(a) on [0, 5] in powers of a/5, degree 10 (max error 1.7e−4).
-pub const TANH_P: [f64; 11] = [
-    1.722521856395e-4, 4.956605518738e0, 1.776351771862e0, -6.861923421239e1, 1.852330164539e2,
-    -9.278780877566e1, -4.828866866038e2, 1.168959711722e3, -1.203336491262e3, 6.154273600095e2,
-    -1.277232600770e2,
+/// Non-negative knots of the piecewise-linear tanh in units of 1/64, up to 8 (tanh(8) =
+/// 1 − 2.3e−7; ±1 beyond). Each is the farthest multiple of 1/64 whose chord from the previous
+/// knot stays within 2.3e−5 of tanh (greedy, from 0): steps of 1/64 where |tanh''| is large,
+/// up to 116/64 at the tail. Fixed integers, so both parties build the same table whatever their
+/// libm.
+const TANH_KNOTS_64: [u16; 151] = [
+    0, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28,
+    29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52,
+    53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76,
+    77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99, 100,
+    101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 118, 120, 122,
+    124, 126, 128, 130, 132, 134, 136, 138, 140, 142, 144, 147, 150, 153, 156, 159, 162, 166, 170,
+    174, 178, 183, 188, 194, 200, 207, 215, 224, 235, 248, 264, 286, 320, 396, 512
 ];
+
+/// All knots, symmetric about 0 (301), in increasing order.
+pub fn tanh_knots() -> Vec<f64> {
+    let pos = TANH_KNOTS_64.iter().map(|&k| k as f64 / 64.0);
+    let mut k: Vec<f64> = pos.clone().skip(1).rev().map(|x| -x).collect();
+    k.extend(pos);
+    k
+}
+
+/// (intercept, slope) of each segment: below the first knot, the chords between knots, above
+/// the last knot.
+fn tanh_segments() -> Vec<(f64, f64)> {
+    let k = tanh_knots();
+    let mut seg = vec![(-1.0, 0.0)];
+    for w in k.windows(2) {
+        let b = (w[1].tanh() - w[0].tanh()) / (w[1] - w[0]);
+        seg.push((w[0].tanh() - b * w[0], b));
+    }
+    seg.push((1.0, 0.0));
+    seg
+}
 
 /// Evaluate a polynomial in |x|/s (plaintext f64; the reference the protocols are tested against).
 pub fn poly_abs(coeffs: &[f64], s: f64, x: f64) -> f64 {
@@ -578,15 +624,13 @@ pub fn gelu_reference(form: GeluForm, x: f64) -> f64 {
     }
 }
 
-/// Plaintext twin of [`tanh`].
+/// Plaintext twin of [`tanh`]: the chords between [`tanh_knots`], ±1 beyond (max error
+/// 2.3e−5 from tanh).
 pub fn tanh_reference(x: f64) -> f64 {
-    if x >= TANH_T {
-        1.0
-    } else if x < -TANH_T {
-        -1.0
-    } else {
-        x.signum() * poly_abs(&TANH_P, TANH_T, x)
-    }
+    static TABLE: std::sync::OnceLock<(Vec<f64>, Vec<(f64, f64)>)> = std::sync::OnceLock::new();
+    let (k, seg) = TABLE.get_or_init(|| (tanh_knots(), tanh_segments()));
+    let (a, b) = seg[k.partition_point(|&t| t <= x)];
+    a + b * x
 }
 
 /// Three sign tests in one comparison batch: XOR bits of [x ≥ 0], [x ≥ T], [x ≥ −T].
@@ -621,22 +665,43 @@ pub fn gelu(p: &mut Party, x: &Share, form: GeluForm) -> Result<Share, ChannelEr
     Ok(Share { ring: RingTensor::new(&x.ring.shape, r[0].ring.add(&r[1].ring).add(&r[2].ring).data), frac: x.frac })
 }
 
-/// tanh over the whole real line: sign(x)·P(|x|/5) on [−5, 5] (degree 10), ±1 beyond. With
-/// P = E + O and the bits of [`gelu`]:
-///   tanh(x) = b₋·(1 + O − E) + b₊·(1 − O − E) + b₀·2E − 1.
-/// 15 rounds (polynomial 10, sign bits 4, selection 1); max error 1.7e−4.
+/// Extra fractional bits of the segment constants of [`tanh`] (and of the sum before its
+/// one truncation): slopes ≤ 1 times |x|·2^f ≤ 2^(f+3) stay below 2^(f+35) ≤ 2^55.
+const TANH_EXTRA: u32 = 32;
+
+/// tanh over the whole real line as a lookup of its segment (the pooler's activation: one
+/// row of H values, so thousands of comparisons per value cost little and rounds are what
+/// counts). The thermometer code [x ≥ kⱼ] over all 301 [`tanh_knots`] comes from one opening
+/// (`ge_thresholds`, 4 rounds); adjacent bits XOR to the one-hot segment hⱼ, injected together
+/// with the products hⱼ·x (`inject_many`, 1 round); then Σⱼ hⱼ·aⱼ + bⱼ·(hⱼ·x) with the segment's
+/// intercept and slope at f + 32 bits, truncated once (1 round). 6 rounds (the degree-10
+/// polynomial this replaced took 15); max error 2.3e−5 from tanh.
 pub fn tanh(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
-    let (ev, od) = poly_parts(p, x, &TANH_P, TANH_T)?;
-    let b = three_bits(p, x, TANH_T)?;
-    let one = p.public_term(encode(1.0, x.frac));
+    let f = x.frac;
+    let knots = tanh_knots();
+    let ts: Vec<u64> = knots.iter().map(|&k| encode(k, f)).collect();
+    let m = knots.len();
+    let ge = ge_thresholds(p, x, &ts)?;
+    let one = p.public_term(1);
     let n = x.ring.len();
-    let mk = |r: RingTensor| Share { ring: RingTensor::new(&[n], r.data), frac: x.frac };
-    let v_lo = mk(od.ring.sub(&ev.ring).add_scalar(one));
-    let v_hi = mk(od.ring.add(&ev.ring).neg().add_scalar(one));
-    let v_0 = mk(ev.ring.scale(2));
-    let r = bit_mul_many(p, &[(&b[0], &v_0), (&b[1], &v_hi), (&b[2], &v_lo)])?;
-    let sum = r[0].ring.add(&r[1].ring).add(&r[2].ring).add_scalar(one.wrapping_neg());
-    Ok(Share { ring: RingTensor::new(&x.ring.shape, sum.data), frac: x.frac })
+    // Segment j + 1 lies between knots j and j + 1; segment 0 below the first, m above the last.
+    let mut h = Vec::with_capacity(n * (m + 1));
+    for g in ge.chunks(m) {
+        h.push(g[0] ^ one);
+        h.extend(g.windows(2).map(|w| w[0] ^ w[1]));
+        h.push(g[m - 1]);
+    }
+    let (hb, hx) = inject_many(p, &h, &x.ring.data, m + 1)?;
+    let seg: Vec<(u64, u64)> = tanh_segments().iter().map(|&(a, b)| (encode(a, f + TANH_EXTRA), encode(b, TANH_EXTRA))).collect();
+    let y: Vec<u64> = (0..n)
+        .map(|i| {
+            (0..=m).fold(0u64, |acc, j| {
+                let q = i * (m + 1) + j;
+                acc.wrapping_add(hb[q].wrapping_mul(seg[j].0)).wrapping_add(hx[q].wrapping_mul(seg[j].1))
+            })
+        })
+        .collect();
+    truncate(p, &Share { ring: RingTensor::new(&x.ring.shape, y), frac: f + TANH_EXTRA }, TANH_EXTRA)
 }
 
 #[cfg(test)]

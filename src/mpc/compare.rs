@@ -18,7 +18,7 @@
 //! arithmetic-to-binary conversion (`to_bits`, 7 rounds).
 
 use super::channel::ChannelError;
-use super::dealer::Request;
+use super::dealer::{Request, TOURNAMENT_MAX_K};
 use super::party::{Party, Share};
 use super::protocol::open_many;
 use super::ring::RingTensor;
@@ -285,6 +285,77 @@ pub fn inject_many(p: &mut Party, bits: &[u64], x: &[u64], m: usize) -> Result<(
         hx.push(v.wrapping_mul(x[i]).wrapping_add(one_m2v.wrapping_mul(tx)));
     }
     Ok((h, hx))
+}
+
+/// The largest member of each group of k values (k ≤ [`TOURNAMENT_MAX_K`]), in **one** round,
+/// from XOR shares of the group's k(k−1)/2 pairwise bits [x_a ≥ x_b] (pair-major per group in
+/// [`pair_index`] order, bit 0): member i wins when it beats every other member (ties go to
+/// the lower index, [`tournament_literal`]), so max = Σᵢ wᵢ·xᵢ with wᵢ the AND of i's k − 1
+/// literals. Each pair bit is opened under a daBit, v = g ⊕ t, and each value once as
+/// e = xᵢ − aᵢ; a literal is then ℓ = u ⊕ t with public u (v, or v ⊕ 1 when negated), i.e.
+/// ℓ = u + (1 − 2u)·t, and
+///   wᵢ·xᵢ = Σ_S Π_{q∉S} u_q · Π_{q∈S} (1 − 2u_q) · t_S·xᵢ,   t_S·xᵢ = e·[t_S] + [t_S·aᵢ],
+/// over the subsets S of the literals; only S ⊇ Z = {q : u_q = 0} contribute, with sign
+/// (−1)^|S∖Z|. The dealer supplies [t_S] and [t_S·aᵢ] (`Request::Tournament`) — a fan-in-k
+/// AND fused with the bit injection, so a step of fan-in k costs the comparisons' 4 rounds + 1,
+/// like a pairwise step, while dividing the width by k instead of 2.
+pub fn tournament_select(p: &mut Party, x: &[u64], ge: &[u64], k: usize) -> Result<Vec<u64>, ChannelError> {
+    use super::dealer::{multi_subset_index, tournament_literal, tournament_sizes};
+    assert!((2..=TOURNAMENT_MAX_K).contains(&k), "tournament: groups of {k}");
+    let n = x.len() / k;
+    let (np, nts, ntsa) = tournament_sizes(k);
+    assert_eq!((x.len(), ge.len()), (n * k, n * np), "tournament: {} values, {} bits for groups of {k}", x.len(), ge.len());
+    let m = p.preprocessing(Request::Tournament { n, k })?;
+    let (ta, amask) = m.a.data.split_at(n * np);
+    let words = (n * np).div_ceil(64);
+    let mut mine = vec![0u64; words + n * k];
+    for (j, &b) in ge.iter().enumerate() {
+        mine[j / 64] |= ((b ^ m.b.data[j]) & 1) << (j % 64);
+    }
+    for i in 0..n * k {
+        mine[words + i] = x[i].wrapping_sub(amask[i]);
+    }
+    let theirs = p.exchange(&mine)?;
+    let multi = multi_subset_index(k);
+    let subsets = (1usize << (k - 1)) - 1;
+    let lits: Vec<Vec<(usize, bool)>> = (0..k).map(|i| (0..k - 1).map(|q| tournament_literal(k, i, q)).collect()).collect();
+    let mut out = Vec::with_capacity(n);
+    for g in 0..n {
+        let c = &m.c.data[g * (nts + ntsa)..(g + 1) * (nts + ntsa)];
+        let (cts, ctsa) = c.split_at(nts);
+        let mut acc = 0u64;
+        for (i, lit) in lits.iter().enumerate() {
+            let xi = g * k + i;
+            let e = mine[words + xi].wrapping_add(theirs[words + xi]);
+            // Public literal values u_q and the set Z of those that are 0.
+            let mut zero = 0usize;
+            for (q, &(pi, neg)) in lit.iter().enumerate() {
+                let j = g * np + pi;
+                let v = ((mine[j / 64] ^ theirs[j / 64]) >> (j % 64)) & 1;
+                if v ^ neg as u64 == 0 {
+                    zero |= 1 << q;
+                }
+            }
+            // Σ over S ⊇ Z of (−1)^|S∖Z|·t_S·xᵢ; S = free ∪ Z for every subset of the rest.
+            let rest = subsets & !zero;
+            let mut free = rest;
+            loop {
+                let s = free | zero;
+                let term = match s.count_ones() {
+                    0 => x[xi],
+                    1 => e.wrapping_mul(ta[g * np + lit[s.trailing_zeros() as usize].0]).wrapping_add(ctsa[i * subsets + s - 1]),
+                    _ => e.wrapping_mul(cts[i * (subsets - (k - 1)) + multi[s]]).wrapping_add(ctsa[i * subsets + s - 1]),
+                };
+                acc = if free.count_ones() % 2 == 0 { acc.wrapping_add(term) } else { acc.wrapping_sub(term) };
+                if free == 0 {
+                    break;
+                }
+                free = (free - 1) & rest;
+            }
+        }
+        out.push(acc);
+    }
+    Ok(out)
 }
 
 /// Arithmetic-to-binary conversion: XOR shares of all 64 bits of x (7 rounds).

@@ -62,6 +62,10 @@ pub enum Request {
     /// For x [rows, n]: a mask a, a∘a and a∘B_id per row (`protocol::square_and_vec_mul`: x² and
     /// x∘γ from one opening of x − a).
     SquareVecMul { id: u64, rows: usize, n: usize },
+    /// Tournament selection for n groups of k values (`compare::tournament_select`): per pair
+    /// of the group a daBit t (arithmetic and XOR), per member i a uniform aᵢ, and for every
+    /// subset S of member i's k − 1 literals the products t_S (|S| ≥ 2) and t_S·aᵢ (|S| ≥ 1).
+    Tournament { n: usize, k: usize },
 }
 
 /// How many truncations the dealer remembers for `TruncMul`/`TruncPair`: the most one fused
@@ -86,6 +90,51 @@ pub fn and4_terms() -> Vec<u8> {
     t
 }
 
+/// Largest group of one tournament step: member i's products cover all 2^(k−1) subsets of
+/// its k − 1 comparisons, so the dealer's material grows as k·2^k per group.
+pub const TOURNAMENT_MAX_K: usize = 8;
+
+/// Index of the pair (a, b), a < b, among the k(k−1)/2 pairs of a group of k, in the order
+/// (0,1), (0,2), …, (0,k−1), (1,2), …
+pub fn pair_index(k: usize, a: usize, b: usize) -> usize {
+    debug_assert!(a < b && b < k);
+    a * (2 * k - a - 1) / 2 + (b - a - 1)
+}
+
+/// Literal q (0 ≤ q < k − 1) of member i: the pair it reads and whether it reads the pair's
+/// bit [x_a ≥ x_b] negated. Member i beats j > i when xᵢ ≥ xⱼ (bit of (i, j)) and j < i when
+/// xᵢ > xⱼ (negated bit of (j, i)): ties go to the lower index, so exactly one member wins.
+pub fn tournament_literal(k: usize, i: usize, q: usize) -> (usize, bool) {
+    let j = if q < i { q } else { q + 1 };
+    if j > i {
+        (pair_index(k, i, j), false)
+    } else {
+        (pair_index(k, j, i), true)
+    }
+}
+
+/// Per group of k: (pairs, products t_S with |S| ≥ 2 over all members, products t_S·aᵢ).
+pub fn tournament_sizes(k: usize) -> (usize, usize, usize) {
+    let subsets = (1usize << (k - 1)) - 1;
+    (k * (k - 1) / 2, k * (subsets - (k - 1)), k * subsets)
+}
+
+/// Position of each literal subset S (a bit mask over k − 1 literals) among the subsets with
+/// two or more members, in increasing mask order (`usize::MAX` for the others).
+pub fn multi_subset_index(k: usize) -> Vec<usize> {
+    let mut next = 0;
+    (0..1usize << (k - 1))
+        .map(|s| {
+            if s.count_ones() >= 2 {
+                next += 1;
+                next - 1
+            } else {
+                usize::MAX
+            }
+        })
+        .collect()
+}
+
 impl Request {
     fn encode(&self) -> Vec<u8> {
         let (tag, a, b, c) = match *self {
@@ -108,6 +157,7 @@ impl Request {
             Request::TruncPair { n, back_a, back_b } => (16, n as u64, back_a as u64, back_b as u64),
             Request::VecMask { id, n } => (17, id, n as u64, 0),
             Request::SquareVecMul { id, rows, n } => (18, id, rows as u64, n as u64),
+            Request::Tournament { n, k } => (19, n as u64, k as u64, 0),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -133,6 +183,10 @@ impl Request {
             16 => Request::TruncPair { n: v[1] as usize, back_a: v[2] as usize, back_b: v[3] as usize },
             17 => Request::VecMask { id: v[1], n: v[2] as usize },
             18 => Request::SquareVecMul { id: v[1], rows: v[2] as usize, n: v[3] as usize },
+            19 => match v[2] as usize {
+                k @ 2..=TOURNAMENT_MAX_K => Request::Tournament { n: v[1] as usize, k },
+                k => return Err(ChannelError::Malformed(format!("tournament groups of {k} (2 to {TOURNAMENT_MAX_K})"))),
+            },
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -151,6 +205,10 @@ impl Request {
             Request::TruncPair { n, .. } => 4 * n,
             Request::VecMask { .. } => 0,
             Request::SquareVecMul { rows, n, .. } => 2 * rows * n,
+            Request::Tournament { n, k } => {
+                let (np, nts, ntsa) = tournament_sizes(k);
+                n * (np + nts + ntsa)
+            }
             Request::WeightMask { .. } | Request::EmbedSeed => 0,
             Request::MatMulFixed { id, m } => m * weight_cols(id),
         }
@@ -345,6 +403,33 @@ impl Dealer {
                 let Some(b) = self.vec_masks.get(&id).filter(|b| b.len() == n) else { return vec![] };
                 let mut out: Vec<u64> = (0..rows * n).map(|i| a.data[i].wrapping_mul(a.data[i]).wrapping_sub(c0.data[i])).collect();
                 out.extend((0..rows * n).map(|i| a.data[i].wrapping_mul(b[i % n]).wrapping_sub(c0.data[rows * n + i])));
+                out
+            }
+            Request::Tournament { n, k } => {
+                let (np, nts, ntsa) = tournament_sizes(k);
+                let (ta0, tb0) = (self.prg0.ring(&[n * np]), self.prg0.ring(&[n * np]).map(|x| x & 1));
+                let (a0, c0) = (self.prg0.ring(&[n * k]), self.prg0.ring(&[n * (nts + ntsa)]));
+                let (tb1, a1) = (self.prg1.ring(&[n * np]).map(|x| x & 1), self.prg1.ring(&[n * k]));
+                let t: Vec<u64> = (0..n * np).map(|i| tb0.data[i] ^ tb1.data[i]).collect();
+                let mut out: Vec<u64> = (0..n * np).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
+                let lits: Vec<Vec<usize>> = (0..k).map(|i| (0..k - 1).map(|q| tournament_literal(k, i, q).0).collect()).collect();
+                let mut c = Vec::with_capacity(n * (nts + ntsa));
+                for g in 0..n {
+                    let tg = &t[g * np..(g + 1) * np];
+                    let mut tsa = Vec::with_capacity(ntsa);
+                    for (i, lit) in lits.iter().enumerate() {
+                        let a = a0.data[g * k + i].wrapping_add(a1.data[g * k + i]);
+                        for s in 1usize..1 << (k - 1) {
+                            let ts = (0..k - 1).filter(|q| s >> q & 1 == 1).fold(1u64, |acc, q| acc & tg[lit[q]]);
+                            if s.count_ones() >= 2 {
+                                c.push(ts);
+                            }
+                            tsa.push(ts.wrapping_mul(a));
+                        }
+                    }
+                    c.extend(tsa);
+                }
+                out.extend(c.iter().zip(&c0.data).map(|(v, r)| v.wrapping_sub(*r)));
                 out
             }
             Request::EmbedSeed => {
@@ -570,6 +655,23 @@ impl DealerLink {
                     ta_a.extend_from_slice(&a.data);
                     Material { a: RingTensor::new(&[n * m + n], ta_a), b: tb, c: RingTensor::new(&[n * m], corr[n * m..].to_vec()) }
                 }
+            }
+            // ([t arithmetic (n·pairs) ; a (n·k)], t as XOR-shared bits, per group [t_S ; t_S·a]).
+            Request::Tournament { n, k } => {
+                let (np, nts, ntsa) = tournament_sizes(k);
+                let (ta, tb, a, c) = if p0 {
+                    let (ta, tb) = (prg.ring(&[n * np]), prg.ring(&[n * np]).map(|x| x & 1));
+                    let (a, c) = (prg.ring(&[n * k]), prg.ring(&[n * (nts + ntsa)]));
+                    (ta.data, tb, a.data, c)
+                } else {
+                    let (tb, a) = (prg.ring(&[n * np]).map(|x| x & 1), prg.ring(&[n * k]));
+                    let mut corr = corr.unwrap_or_default();
+                    let c = corr.split_off(n * np);
+                    (corr, tb, a.data, RingTensor::new(&[n * (nts + ntsa)], c))
+                };
+                let mut ta_a = ta;
+                ta_a.extend_from_slice(&a);
+                Material { a: RingTensor::new(&[n * (np + k)], ta_a), b: tb, c }
             }
             // (∅, B share, ∅)
             Request::VecMask { n, .. } => Material { a: empty(), b: prg.ring(&[n]), c: empty() },
