@@ -706,3 +706,53 @@ impl DealerLink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tournament_requests_round_trip_and_bad_group_sizes_are_refused() {
+        for k in 2..=TOURNAMENT_MAX_K {
+            let r = Request::Tournament { n: 37, k };
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        for k in [0u64, 1, TOURNAMENT_MAX_K as u64 + 1, 64] {
+            let msg = to_bytes(&[19, 5, k, 0]);
+            let err = Request::decode(&msg).unwrap_err().to_string();
+            assert!(err.contains("tournament groups of"), "{err}");
+        }
+    }
+
+    /// Pairs are numbered in the (a, b) loop order the callers build their differences in, and
+    /// each member's literals read exactly the k − 1 pairs that contain it, negated where it is
+    /// the pair's second element.
+    #[test]
+    fn pair_numbering_and_literals_cover_each_member_once() {
+        for k in 2..=TOURNAMENT_MAX_K {
+            let mut next = 0;
+            for a in 0..k {
+                for b in a + 1..k {
+                    assert_eq!(pair_index(k, a, b), next);
+                    next += 1;
+                }
+            }
+            assert_eq!(next, tournament_sizes(k).0);
+            for i in 0..k {
+                let mut seen: Vec<usize> = Vec::new();
+                for q in 0..k - 1 {
+                    let (p, neg) = tournament_literal(k, i, q);
+                    let j = if q < i { q } else { q + 1 };
+                    assert_eq!(p, pair_index(k, i.min(j), i.max(j)));
+                    assert_eq!(neg, j < i);
+                    seen.push(p);
+                }
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen.len(), k - 1);
+            }
+            let multi = multi_subset_index(k);
+            assert_eq!(multi.iter().filter(|&&m| m != usize::MAX).count() * k, tournament_sizes(k).1);
+        }
+    }
+}
