@@ -289,8 +289,8 @@ pub fn inject_many(p: &mut Party, bits: &[u64], x: &[u64], m: usize) -> Result<(
 
 /// The largest member of each group of k values (k ≤ [`TOURNAMENT_MAX_K`]), in **one** round,
 /// from XOR shares of the group's k(k−1)/2 pairwise bits [x_a ≥ x_b] (pair-major per group in
-/// [`pair_index`] order, bit 0): member i wins when it beats every other member (ties go to
-/// the lower index, [`tournament_literal`]), so max = Σᵢ wᵢ·xᵢ with wᵢ the AND of i's k − 1
+/// [`super::dealer::pair_index`] order, bit 0): member i wins when it beats every other member (ties go to
+/// the lower index, [`super::dealer::tournament_literal`]), so max = Σᵢ wᵢ·xᵢ with wᵢ the AND of i's k − 1
 /// literals. Each pair bit is opened under a daBit, v = g ⊕ t, and each value once as
 /// e = xᵢ − aᵢ; a literal is then ℓ = u ⊕ t with public u (v, or v ⊕ 1 when negated), i.e.
 /// ℓ = u + (1 − 2u)·t, and
