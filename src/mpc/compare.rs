@@ -253,6 +253,29 @@ fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], k: impl Fn(usize) -> 
     Ok((0..n).map(|i| (prop63[i] ^ g[i]) & 1).collect())
 }
 
+/// One round shared by the injections: XOR-shared bits opened under daBit masks (v = b ⊕ t,
+/// packed 64 per word) and arithmetic values under their masks (e = x − a). Returns the opened
+/// bit words and the opened values.
+fn open_bits_and_values(p: &mut Party, bits: &[u64], tb: &[u64], x: &[u64], a: &[u64]) -> Result<(Vec<u64>, Vec<u64>), ChannelError> {
+    let words = bits.len().div_ceil(64);
+    let mut mine = vec![0u64; words + x.len()];
+    for (j, &b) in bits.iter().enumerate() {
+        mine[j / 64] |= ((b ^ tb[j]) & 1) << (j % 64);
+    }
+    for (i, (&xi, &ai)) in x.iter().zip(a).enumerate() {
+        mine[words + i] = xi.wrapping_sub(ai);
+    }
+    let theirs = p.exchange(&mine)?;
+    let v = mine[..words].iter().zip(&theirs[..words]).map(|(m, t)| m ^ t).collect();
+    let e = mine[words..].iter().zip(&theirs[words..]).map(|(m, t)| m.wrapping_add(*t)).collect();
+    Ok((v, e))
+}
+
+/// Bit j of packed words.
+fn bit(words: &[u64], j: usize) -> u64 {
+    (words[j / 64] >> (j % 64)) & 1
+}
+
 /// [hᵢⱼ] and [hᵢⱼ·xᵢ] for XOR-shared bits hᵢⱼ (m per element, bit 0 of each word,
 /// element-major) and arithmetic xᵢ, in **one** round: the bits are opened under daBits,
 /// v = h ⊕ t (packed 64 per word), and x − a once per element, not once per bit (the dealer's
@@ -264,21 +287,12 @@ pub fn inject_many(p: &mut Party, bits: &[u64], x: &[u64], m: usize) -> Result<(
     assert_eq!(bits.len(), n * m, "inject_many: {} bits for {n} values × {m}", bits.len());
     let t = p.preprocessing(Request::InjectMany { n, m })?;
     let (ta, amask) = t.a.data.split_at(n * m);
-    let words = (n * m).div_ceil(64);
-    let mut mine = vec![0u64; words + n];
-    for (j, &b) in bits.iter().enumerate() {
-        mine[j / 64] |= ((b ^ t.b.data[j]) & 1) << (j % 64);
-    }
-    for i in 0..n {
-        mine[words + i] = x[i].wrapping_sub(amask[i]);
-    }
-    let theirs = p.exchange(&mine)?;
+    let (vw, e) = open_bits_and_values(p, bits, &t.b.data, x, amask)?;
     let mut h = Vec::with_capacity(n * m);
     let mut hx = Vec::with_capacity(n * m);
     for j in 0..n * m {
         let i = j / m;
-        let v = ((mine[j / 64] ^ theirs[j / 64]) >> (j % 64)) & 1;
-        let e = mine[words + i].wrapping_add(theirs[words + i]);
+        let (v, e) = (bit(&vw, j), e[i]);
         let one_m2v = 1u64.wrapping_sub(2 * v);
         h.push(p.public_term(v).wrapping_add(one_m2v.wrapping_mul(ta[j])));
         let tx = e.wrapping_mul(ta[j]).wrapping_add(t.c.data[j]);
@@ -307,15 +321,7 @@ pub fn tournament_select(p: &mut Party, x: &[u64], ge: &[u64], k: usize) -> Resu
     assert_eq!((x.len(), ge.len()), (n * k, n * np), "tournament: {} values, {} bits for groups of {k}", x.len(), ge.len());
     let m = p.preprocessing(Request::Tournament { n, k })?;
     let (ta, amask) = m.a.data.split_at(n * np);
-    let words = (n * np).div_ceil(64);
-    let mut mine = vec![0u64; words + n * k];
-    for (j, &b) in ge.iter().enumerate() {
-        mine[j / 64] |= ((b ^ m.b.data[j]) & 1) << (j % 64);
-    }
-    for i in 0..n * k {
-        mine[words + i] = x[i].wrapping_sub(amask[i]);
-    }
-    let theirs = p.exchange(&mine)?;
+    let (vw, e_all) = open_bits_and_values(p, ge, &m.b.data, x, amask)?;
     let multi = multi_subset_index(k);
     let subsets = (1usize << (k - 1)) - 1;
     let lits: Vec<Vec<(usize, bool)>> = (0..k).map(|i| (0..k - 1).map(|q| tournament_literal(k, i, q)).collect()).collect();
@@ -326,13 +332,11 @@ pub fn tournament_select(p: &mut Party, x: &[u64], ge: &[u64], k: usize) -> Resu
         let mut acc = 0u64;
         for (i, lit) in lits.iter().enumerate() {
             let xi = g * k + i;
-            let e = mine[words + xi].wrapping_add(theirs[words + xi]);
+            let e = e_all[xi];
             // Public literal values u_q and the set Z of those that are 0.
             let mut zero = 0usize;
             for (q, &(pi, neg)) in lit.iter().enumerate() {
-                let j = g * np + pi;
-                let v = ((mine[j / 64] ^ theirs[j / 64]) >> (j % 64)) & 1;
-                if v ^ neg as u64 == 0 {
+                if bit(&vw, g * np + pi) ^ neg as u64 == 0 {
                     zero |= 1 << q;
                 }
             }
