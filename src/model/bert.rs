@@ -8,6 +8,9 @@
 //! carries what layer-wise distillation needs (MPCFormer spec §2.2): all L+1 hidden states
 //! (embedding output first) and, on request, the L pre-normalisation attention scores
 //! (scaled by 1/√d and with the additive −1e4 mask on padded keys).
+//!
+//! Token-wise layers run on the real tokens only (`pack.rs`): padded slots are never computed,
+//! which gives real tokens the same values because every softmax kind masks padded keys.
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
@@ -15,6 +18,7 @@ use candle_nn::{Embedding, Init, VarBuilder};
 use super::approx::{HiddenAct, SoftmaxAct, MASK_VALUE};
 use super::config::BertConfig;
 use super::norm::LayerNorm;
+use super::pack::Packing;
 use super::rng::Mode;
 
 /// A dense layer `y = x·Wᵀ + b` on the last axis, as one GEMM over all leading axes.
@@ -68,7 +72,8 @@ pub struct ModelOutput {
     pub logits: Tensor,
     /// [B, H]: tanh pooler output, before classifier dropout.
     pub pooled: Tensor,
-    /// L+1 tensors [B, L, H]: embedding output, then each layer's output.
+    /// L+1 tensors [B, L, H]: embedding output, then each layer's output (zeros at padded
+    /// slots, which are not computed; see `pack.rs`).
     pub hidden_states: Vec<Tensor>,
     /// L tensors [B, heads, L, L] (only when requested): scaled scores + additive mask.
     pub attention_scores: Vec<Tensor>,
@@ -103,13 +108,13 @@ impl BertEmbeddings {
         })
     }
 
-    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
-        let (_b, l) = input_ids.dims2()?;
-        let pos = Tensor::arange(0u32, l as u32, input_ids.device())?;
-        let words = candle_core::Module::forward(&self.word_embeddings, input_ids)?;
-        let types = candle_core::Module::forward(&self.token_type_embeddings, token_type_ids)?;
+    /// Embeddings of the computed tokens of a [B, L] batch: [N, H] in `pack`'s order.
+    pub fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor, pack: &Packing, mode: &mut Mode) -> Result<Tensor> {
+        let pos = pack.positions(input_ids.device())?;
+        let words = candle_core::Module::forward(&self.word_embeddings, &pack.pack(input_ids)?)?;
+        let types = candle_core::Module::forward(&self.token_type_embeddings, &pack.pack(token_type_ids)?)?;
         let pos = candle_core::Module::forward(&self.position_embeddings, &pos)?;
-        let e = (words + types)?.broadcast_add(&pos)?;
+        let e = ((words + types)? + pos)?;
         let e = self.layer_norm.forward(&e, !mode.is_train())?;
         mode.dropout(&e, self.dropout)
     }
@@ -143,23 +148,30 @@ impl BertSelfAttention {
         })
     }
 
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, l, _) = x.dims3()?;
-        x.reshape((b, l, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+    /// Query, key and value as one [N, 3H] product (one GEMM instead of three; the gradients
+    /// of the three weights are the slices of the fused one).
+    fn qkv(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?;
+        let bias = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
+        Linear { weight, bias }.forward(x)
     }
 
-    /// Returns the context [B, L, H] and, if asked, the masked pre-normalisation scores [B, h, L, L].
+    /// x: the computed tokens [N, H]. Returns the context [N, H] and, if asked, the masked
+    /// pre-normalisation scores [B, h, L, L].
     pub fn forward(
         &self,
         x: &Tensor,
+        pack: &Packing,
         masks: &Masks,
         mode: &mut Mode,
         with_scores: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (b, l, h) = x.dims3()?;
-        let q = self.split_heads(&self.query.forward(x)?)?;
-        let k = self.split_heads(&self.key.forward(x)?)?;
-        let v = self.split_heads(&self.value.forward(x)?)?;
+        let (b, l) = (pack.batch(), pack.padded_len());
+        let (n, h) = x.dims2()?;
+        // [B, L, 3, heads, d] with zeros in padded slots (masked keys; their queries are unread).
+        let qkv = pack.unpack(&self.qkv(x)?)?.reshape((b, l, 3, self.heads, self.head_dim))?;
+        let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (super::bmm::bmm(&q, &k.t()?)? * scale)?;
         let probs = self.softmax_act.forward(
@@ -170,7 +182,7 @@ impl BertSelfAttention {
             !mode.is_train(),
         )?;
         let probs = mode.dropout(&probs, self.dropout)?;
-        let ctx = super::bmm::bmm(&probs, &v)?.transpose(1, 2)?.reshape((b, l, h))?;
+        let ctx = pack.pack(&super::bmm::bmm(&probs, &v)?.transpose(1, 2)?)?.reshape((n, h))?;
         let masked = if with_scores { Some(scores.broadcast_add(&masks.additive)?) } else { None };
         Ok((ctx, masked))
     }
@@ -235,6 +247,23 @@ impl BertLayer {
         })
     }
 
+    /// x: the computed tokens [N, H] of the batch described by `pack`; returns the layer output [N, H].
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        pack: &Packing,
+        masks: &Masks,
+        mode: &mut Mode,
+        with_scores: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (ctx, scores) = self.self_attention.forward(x, pack, masks, mode, with_scores)?;
+        let a = self.attention_output.forward(&ctx, x, mode)?;
+        let i = self.act.forward(&self.intermediate.forward(&a)?)?;
+        let o = self.output.forward(&i, &a, mode)?;
+        Ok((o, scores))
+    }
+
+    /// The same on a padded [B, L, H] input, every slot computed (as HF does).
     pub fn forward(
         &self,
         x: &Tensor,
@@ -242,11 +271,10 @@ impl BertLayer {
         mode: &mut Mode,
         with_scores: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (ctx, scores) = self.self_attention.forward(x, masks, mode, with_scores)?;
-        let a = self.attention_output.forward(&ctx, x, mode)?;
-        let i = self.act.forward(&self.intermediate.forward(&a)?)?;
-        let o = self.output.forward(&i, &a, mode)?;
-        Ok((o, scores))
+        let (b, l, _) = x.dims3()?;
+        let pack = Packing::dense(b, l);
+        let (o, s) = self.forward_packed(&pack.pack(x)?, &pack, masks, mode, with_scores)?;
+        Ok((pack.unpack(&o)?, s))
     }
 }
 
@@ -299,17 +327,23 @@ impl BertForSequenceClassification {
     /// Forward; `with_scores` also returns every layer's pre-normalisation attention scores.
     pub fn forward_with(&self, input: &ModelInput, mode: &mut Mode, with_scores: bool) -> Result<ModelOutput> {
         let masks = Masks::new(&input.attention_mask, DType::F32)?;
-        let mut h = self.bert.embeddings.forward(&input.input_ids, &input.token_type_ids, mode)?;
+        let pack = match self.bert.layers.first().map(|l| l.self_attention.softmax_act) {
+            // 2ReLU gives padded keys weight ε/L (all of it when a query's real scores are all
+            // ≤ 0), so their values matter: compute every slot, as the reference does.
+            Some(SoftmaxAct::TwoRelu) => Packing::dense(input.input_ids.dim(0)?, input.input_ids.dim(1)?),
+            _ => Packing::new(&input.attention_mask)?,
+        };
+        let mut h = self.bert.embeddings.forward(&input.input_ids, &input.token_type_ids, &pack, mode)?;
         let mut hidden_states = Vec::with_capacity(self.bert.layers.len() + 1);
         let mut attention_scores = Vec::new();
-        hidden_states.push(h.clone());
+        hidden_states.push(pack.unpack(&h)?);
         for layer in &self.bert.layers {
-            let (o, s) = layer.forward(&h, &masks, mode, with_scores)?;
+            let (o, s) = layer.forward_packed(&h, &pack, &masks, mode, with_scores)?;
             attention_scores.extend(s);
-            hidden_states.push(o.clone());
+            hidden_states.push(pack.unpack(&o)?);
             h = o;
         }
-        let cls = h.narrow(1, 0, 1)?.squeeze(1)?;
+        let cls = pack.first_tokens(&h)?;
         let pooled = self.bert.pooler.forward(&cls)?.tanh()?;
         let dropped = mode.dropout(&pooled, self.classifier_dropout)?;
         let logits = self.classifier.forward(&dropped)?;
@@ -320,4 +354,92 @@ impl BertForSequenceClassification {
 /// Softmax-normalise along the last axis (helper for callers that need probabilities).
 pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(logits, D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelDir;
+    use candle_core::Device;
+
+    /// The reference: every slot of the padded batch computed, as transformers does.
+    fn forward_padded(m: &BertForSequenceClassification, input: &ModelInput, mode: &mut Mode) -> Result<(Tensor, Vec<Tensor>)> {
+        let (b, l) = input.input_ids.dims2()?;
+        let dense = Packing::dense(b, l);
+        let masks = Masks::new(&input.attention_mask, DType::F32)?;
+        let mut h = m.bert.embeddings.forward(&input.input_ids, &input.token_type_ids, &dense, mode)?;
+        h = dense.unpack(&h)?;
+        let mut hs = vec![h.clone()];
+        for layer in &m.bert.layers {
+            h = layer.forward(&h, &masks, mode, false)?.0;
+            hs.push(h.clone());
+        }
+        let pooled = m.bert.pooler.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?;
+        Ok((m.classifier.forward(&pooled)?, hs))
+    }
+
+    fn real_only(t: &Tensor, mask: &Tensor) -> Tensor {
+        t.broadcast_mul(&mask.unsqueeze(2).unwrap()).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// Padding-free execution gives real tokens the values and the weights the gradients of the
+    /// fully padded computation, for every attention kind (each masks padded keys differently).
+    #[test]
+    fn packed_forward_and_gradients_equal_the_padded_computation() {
+        let dev = Device::Cpu;
+        for (act, sm) in [
+            (HiddenAct::Gelu, SoftmaxAct::Softmax),
+            (HiddenAct::Quad, SoftmaxAct::TwoQuad),
+            (HiddenAct::Relu, SoftmaxAct::TwoRelu),
+        ] {
+            let mut cfg = BertConfig::tiny(2, 32, 4, 50);
+            cfg.hidden_act = act;
+            cfg.softmax_act = sm;
+            // Training mode (the ops with a backward), dropout off so both runs see the same function.
+            cfg.hidden_dropout_prob = 0.0;
+            cfg.attention_probs_dropout_prob = 0.0;
+            let md = ModelDir::random(cfg, 3, 7, &dev).unwrap();
+            let mut rng = crate::model::rng::step_rng(1, 2, 3);
+            // Lengths 7, 3 and 5 of 7; row 1 has a second segment.
+            let mask = Tensor::new(&[[1f32, 1., 1., 1., 1., 1., 1.], [1., 1., 1., 0., 0., 0., 0.], [1., 1., 1., 1., 1., 0., 0.]], &dev).unwrap();
+            let input = ModelInput {
+                input_ids: Tensor::new(&[[2u32, 17, 9, 31, 4, 44, 3], [2, 8, 3, 0, 0, 0, 0], [2, 5, 12, 49, 3, 0, 0]], &dev).unwrap(),
+                token_type_ids: Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0]], &dev).unwrap(),
+                attention_mask: mask.clone(),
+            };
+            let out = md.model.forward(&input, &mut Mode::Train(&mut rng)).unwrap();
+            let (logits, hs) = forward_padded(&md.model, &input, &mut Mode::Train(&mut rng)).unwrap();
+            let what = format!("{act:?}+{sm:?}");
+            assert!(max_diff(&out.logits, &logits) < 1e-5, "{what}: logits");
+            for (j, (p, r)) in out.hidden_states.iter().zip(&hs).enumerate() {
+                assert!(max_diff(&real_only(p, &mask), &real_only(r, &mask)) < 1e-5, "{what}: hidden state {j} at real tokens");
+                if sm == SoftmaxAct::TwoRelu {
+                    // Computed fully padded (pad values matter under 2ReLU): equal everywhere.
+                    assert!(max_diff(p, r) < 1e-5, "{what}: hidden state {j} at padding");
+                } else {
+                    assert!(max_diff(p, &real_only(p, &mask)) == 0.0, "{what}: hidden state {j} is zero at padding");
+                }
+            }
+            // Gradients of every weight through logits and the masked hidden states.
+            let loss = |logits: &Tensor, hs: &[Tensor]| -> Tensor {
+                let mut l = logits.sqr().unwrap().sum_all().unwrap();
+                for h in hs {
+                    l = (l + real_only(h, &mask).sqr().unwrap().sum_all().unwrap()).unwrap();
+                }
+                l
+            };
+            let g_packed = loss(&out.logits, &out.hidden_states).backward().unwrap();
+            let g_padded = loss(&logits, &hs).backward().unwrap();
+            for (name, var) in md.varmap.data().lock().unwrap().iter() {
+                let (a, b) = (g_packed.get(var.as_tensor()), g_padded.get(var.as_tensor()));
+                let (a, b) = (a.unwrap_or_else(|| panic!("{what}: {name} has no gradient (packed)")), b.unwrap());
+                let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+                assert!(max_diff(a, b) / scale < 1e-4, "{what}: gradient of {name} differs by {}", max_diff(a, b));
+            }
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod fused;
 pub mod fused_approx;
 pub mod gelu;
 pub mod norm;
+pub mod pack;
 pub mod rng;
 
 pub use approx::{HiddenAct, SoftmaxAct};
