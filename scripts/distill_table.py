@@ -24,6 +24,7 @@ METHODS = [
     ("quad-2relu-wod", "MPCMiniLM w/o{d}", "Quad+2ReLU"),
     ("quad-2relu", "MPCMiniLM (distilled)", "Quad+2ReLU"),
     ("quad-2quad-3l", "MPCMiniLM 3-layer (distilled)", "Quad+2Quad"),
+    ("quad-2quad-s1x12", "MPCMiniLM (distilled, stage 1 ×4: 12 + 3 epochs)", "Quad+2Quad"),
 ]
 
 
