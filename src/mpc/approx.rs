@@ -3,6 +3,12 @@
 //! round count and accuracy domain in its doc comment. The exact functions follow SPU/PUMA
 //! (mpc-protocols.md §4): max-subtracted softmax, piecewise-polynomial GeLU, normalised
 //! reciprocal; unlike CrypTen's they have no domain cliff (exp is clipped, not extrapolated).
+//!
+//! Every public constant the parties multiply shares by is derived from literals with IEEE
+//! basic operations only (+ − × ÷ √, which are correctly rounded everywhere), never with libm's
+//! transcendental functions: two parties whose constants differ by one unit multiply a random
+//! share by different numbers, and the output becomes garbage. (`det_tanh` and `rsqrt_factor`
+//! exist for that reason.)
 
 use super::channel::ChannelError;
 use super::party::{Party, Share};
@@ -216,7 +222,7 @@ pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, c: f64, v: &Share) -> Result
 /// per row when `v` is given.
 fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
     let f = x.frac;
-    let factor = |k: u32| super::fixed::encode(c * 2f64.powf(-(k as f64 - f as f64) / 2.0), f);
+    let factor = |k: u32| super::fixed::encode(c * rsqrt_factor(k as i32 - f as i32), f);
     let (xc, y0, mut ds) = normalise(p, x, &[(1.2740, 0.2929)], &[&factor])?;
     let d = ds.pop().expect("one factor");
     // [trunc u, y₀; y₀², u·y₀ (and v·d)]
@@ -582,6 +588,45 @@ const TANH_KNOTS_64: [u16; 151] = [
     174, 178, 183, 188, 194, 200, 207, 215, 224, 235, 248, 264, 286, 320, 396, 512
 ];
 
+/// 2^(−e/2) from exact powers of two and the literal √2 (no `powf`: see the module docs).
+fn rsqrt_factor(e: i32) -> f64 {
+    let half = 2f64.powi(-e.div_euclid(2));
+    if e.rem_euclid(2) == 0 {
+        half
+    } else {
+        half * std::f64::consts::FRAC_1_SQRT_2
+    }
+}
+
+/// tanh(k/64) for an integer k, from basic operations only, so that every party computes the
+/// same bits whatever its libm: e = exp(−1/32)^|k| (the series of exp(−1/32) to 17 terms, then
+/// square-and-multiply in a fixed order), tanh = (1 − e)/(1 + e) with the sign of k.
+/// Accurate to a few ulps, far below the chords' 2.3e−5.
+fn det_tanh(k: i32) -> f64 {
+    let base = {
+        let (mut term, mut sum) = (1.0f64, 1.0f64);
+        for n in 1..=17 {
+            term = term * (-1.0 / 32.0) / n as f64;
+            sum += term;
+        }
+        sum
+    };
+    let (mut e, mut b, mut m) = (1.0f64, base, k.unsigned_abs());
+    while m > 0 {
+        if m & 1 == 1 {
+            e *= b;
+        }
+        b *= b;
+        m >>= 1;
+    }
+    let t = (1.0 - e) / (1.0 + e);
+    if k < 0 {
+        -t
+    } else {
+        t
+    }
+}
+
 /// All knots, symmetric about 0 (301), in increasing order.
 pub fn tanh_knots() -> Vec<f64> {
     let pos = TANH_KNOTS_64.iter().map(|&k| k as f64 / 64.0);
@@ -596,8 +641,10 @@ fn tanh_segments() -> Vec<(f64, f64)> {
     let k = tanh_knots();
     let mut seg = vec![(-1.0, 0.0)];
     for w in k.windows(2) {
-        let b = (w[1].tanh() - w[0].tanh()) / (w[1] - w[0]);
-        seg.push((w[0].tanh() - b * w[0], b));
+        // Knots are multiples of 1/64 (exact in f64).
+        let (t0, t1) = (det_tanh((w[0] * 64.0) as i32), det_tanh((w[1] * 64.0) as i32));
+        let b = (t1 - t0) / (w[1] - w[0]);
+        seg.push((t0 - b * w[0], b));
     }
     seg.push((1.0, 0.0));
     seg
@@ -709,6 +756,20 @@ mod tests {
     use super::*;
     use crate::mpc::fixed::decode;
     use crate::mpc::run::{run_local, share_public};
+
+    /// The libm-free constants equal libm's to within rounding (the table's accuracy is
+    /// unchanged; only its bits no longer depend on the platform).
+    #[test]
+    fn libm_free_constants_match_libm() {
+        for k in -600..=600 {
+            let (ours, libm) = (det_tanh(k), (k as f64 / 64.0).tanh());
+            assert!((ours - libm).abs() <= 4.0 * f64::EPSILON, "tanh({k}/64): {ours} vs {libm}");
+        }
+        for e in -90..=90 {
+            let (ours, libm) = (rsqrt_factor(e), 2f64.powf(-e as f64 / 2.0));
+            assert!((ours / libm - 1.0).abs() <= f64::EPSILON, "2^(−{e}/2): {ours} vs {libm}");
+        }
+    }
 
     /// The normalisation with a piecewise-linear guess (eight segments, thresholds rounded up
     /// for tiny x): u = x/2^k ∈ [1, 2) and y₀ = aⱼ − bⱼ·u for u's own segment j, everywhere from
