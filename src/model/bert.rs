@@ -10,7 +10,8 @@
 //! (scaled by 1/√d and with the additive −1e4 mask on padded keys).
 //!
 //! Token-wise layers run on the real tokens only (`pack.rs`): padded slots are never computed,
-//! which gives real tokens the same values because every softmax kind masks padded keys.
+//! which gives real tokens the same values because softmax and 2Quad mask padded keys (2ReLU
+//! gives them weight, so 2ReLU models compute every slot).
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Init, VarBuilder};
@@ -73,7 +74,7 @@ pub struct ModelOutput {
     /// [B, H]: tanh pooler output, before classifier dropout.
     pub pooled: Tensor,
     /// L+1 tensors [B, L, H]: embedding output, then each layer's output (zeros at padded
-    /// slots, which are not computed; see `pack.rs`).
+    /// slots, which are not computed — except under 2ReLU; see `pack.rs`).
     pub hidden_states: Vec<Tensor>,
     /// L tensors [B, heads, L, L] (only when requested): scaled scores + additive mask.
     pub attention_scores: Vec<Tensor>,
