@@ -39,7 +39,7 @@ fn check_at(act: HiddenAct, sm: SoftmaxAct, tol: f64, f: u32) {
         token_type_ids: Tensor::from_vec(types.clone(), (1, l), &dev).unwrap(),
         attention_mask: Tensor::ones((1, l), DType::F32, &dev).unwrap(),
     };
-    let out = md.model.forward(&input, &mut Mode::Eval).unwrap();
+    let out = md.model.forward_with(&input, &mut Mode::Eval, true).unwrap();
     let flat = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
 
     let shares = std::sync::Arc::new(share_weights(&named_parameters(&md).unwrap(), &cfg, f));

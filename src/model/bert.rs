@@ -73,8 +73,8 @@ pub struct ModelOutput {
     pub logits: Tensor,
     /// [B, H]: tanh pooler output, before classifier dropout.
     pub pooled: Tensor,
-    /// L+1 tensors [B, L, H]: embedding output, then each layer's output (zeros at padded
-    /// slots, which are not computed — except under 2ReLU; see `pack.rs`).
+    /// L+1 tensors [B, L, H] (only when requested): embedding output, then each layer's output
+    /// (zeros at padded slots, which are not computed — except under 2ReLU; see `pack.rs`).
     pub hidden_states: Vec<Tensor>,
     /// L tensors [B, heads, L, L] (only when requested): scaled scores + additive mask.
     pub attention_scores: Vec<Tensor>,
@@ -320,13 +320,14 @@ impl BertForSequenceClassification {
         })
     }
 
-    /// Forward without collecting attention scores.
+    /// Forward for the logits and pooled output only (fine-tuning, evaluation, stage 2).
     pub fn forward(&self, input: &ModelInput, mode: &mut Mode) -> Result<ModelOutput> {
         self.forward_with(input, mode, false)
     }
 
-    /// Forward; `with_scores` also returns every layer's pre-normalisation attention scores.
-    pub fn forward_with(&self, input: &ModelInput, mode: &mut Mode, with_scores: bool) -> Result<ModelOutput> {
+    /// Forward; `layerwise` also returns what layer-wise distillation reads: every hidden state
+    /// and every layer's pre-normalisation attention scores (otherwise both lists are empty).
+    pub fn forward_with(&self, input: &ModelInput, mode: &mut Mode, layerwise: bool) -> Result<ModelOutput> {
         let masks = Masks::new(&input.attention_mask, DType::F32)?;
         let pack = match self.bert.layers.first().map(|l| l.self_attention.softmax_act) {
             // 2ReLU gives padded keys weight ε/L (all of it when a query's real scores are all
@@ -335,13 +336,17 @@ impl BertForSequenceClassification {
             _ => Packing::new(&input.attention_mask)?,
         };
         let mut h = self.bert.embeddings.forward(&input.input_ids, &input.token_type_ids, &pack, mode)?;
-        let mut hidden_states = Vec::with_capacity(self.bert.layers.len() + 1);
+        let mut hidden_states = Vec::new();
         let mut attention_scores = Vec::new();
-        hidden_states.push(pack.unpack(&h)?);
+        if layerwise {
+            hidden_states.push(pack.unpack(&h)?);
+        }
         for layer in &self.bert.layers {
-            let (o, s) = layer.forward_packed(&h, &pack, &masks, mode, with_scores)?;
+            let (o, s) = layer.forward_packed(&h, &pack, &masks, mode, layerwise)?;
             attention_scores.extend(s);
-            hidden_states.push(pack.unpack(&o)?);
+            if layerwise {
+                hidden_states.push(pack.unpack(&o)?);
+            }
             h = o;
         }
         let cls = pack.first_tokens(&h)?;
@@ -412,7 +417,7 @@ mod tests {
                 token_type_ids: Tensor::new(&[[0u32, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0]], &dev).unwrap(),
                 attention_mask: mask.clone(),
             };
-            let out = md.model.forward(&input, &mut Mode::Train(&mut rng)).unwrap();
+            let out = md.model.forward_with(&input, &mut Mode::Train(&mut rng), true).unwrap();
             let (logits, hs) = forward_padded(&md.model, &input, &mut Mode::Train(&mut rng)).unwrap();
             let what = format!("{act:?}+{sm:?}");
             assert!(max_diff(&out.logits, &logits) < 1e-5, "{what}: logits");
