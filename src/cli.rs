@@ -200,6 +200,10 @@ pub struct TrainCmd {
     /// Checkpoint and stop after this many optimizer steps (both stages); rerun to continue.
     #[arg(long)]
     pub stop_after_steps: Option<u64>,
+    /// Memory (GiB) for caching the teacher's stage-1 targets across epochs; 0 runs the teacher
+    /// every step. A training set that needs more runs the teacher every step.
+    #[arg(long, default_value_t = 6.0)]
+    pub teacher_cache_gib: f64,
 }
 
 #[derive(Debug, Args)]

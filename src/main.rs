@@ -18,7 +18,7 @@ use mpcformer::eval::{append_results, predict, predictions_csv, score, EvalRepor
 use mpcformer::hub::resolve_model;
 use mpcformer::model::checkpoint::write_file_atomic;
 use mpcformer::model::ModelDir;
-use mpcformer::train::distill::train;
+use mpcformer::train::distill::{train, TrainOptions};
 use mpcformer::train::finetune::{finetune, FinetuneArgs};
 use mpcformer::train::recipe::Recipe;
 
@@ -170,7 +170,14 @@ fn cmd_train(c: TrainCmd) -> Result<()> {
     }
     overrides.extend(c.set.iter().cloned());
     let recipe = Recipe::load(&c.recipe, &overrides)?;
-    let s = train(&recipe, &Device::Cpu, c.stop_after_steps)
+    if !(c.teacher_cache_gib >= 0.0 && c.teacher_cache_gib.is_finite()) {
+        bail!("--teacher-cache-gib must be a non-negative number of GiB, got {}", c.teacher_cache_gib);
+    }
+    let opts = TrainOptions {
+        stop_after: c.stop_after_steps,
+        teacher_cache_bytes: (c.teacher_cache_gib * (1u64 << 30) as f64) as u64,
+    };
+    let s = train(&recipe, &Device::Cpu, &opts)
         .with_context(|| format!("training {} into {}", c.recipe.display(), recipe.out.display()))?;
     let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
     if s.finished {

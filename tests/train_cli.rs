@@ -195,6 +195,57 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     assert!(!o.status.success() && text(&o).contains("different recipe"), "{}", text(&o));
 }
 
+/// Stage 1 over two epochs caches the teacher's targets: the run follows one that runs the
+/// teacher every step (`--teacher-cache-gib 0`) to float summation noise, a budget too small for
+/// the cache falls back to the per-step teacher, and an interrupted cached run resumes to the
+/// uninterrupted one.
+#[test]
+fn stage1_teacher_cache_matches_the_per_step_teacher_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    let r = recipe(teacher.path(), true, "distill", "teacher")
+        .replacen("epochs = 1\nlog_every = 2", "epochs = 2\nlog_every = 2", 1)
+        .replace("epochs = 1\neval_every", "epochs = 0.5\neval_every");
+    assert!(r.contains("epochs = 2\nlog_every") && r.contains("epochs = 0.5\neval_every"), "{r}");
+    std::fs::write(t.path().join("r.toml"), r).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut a = vec!["train", "--recipe", "r.toml", "--out", out];
+        a.extend(extra);
+        let o = kd(&a, t.path());
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let cached = run("cached", &[]);
+    assert!(cached.contains("teacher stage-1 targets for 32 training rows cached"), "{cached}");
+    let per_step = run("per_step", &["--teacher-cache-gib", "0"]);
+    assert!(!per_step.contains("teacher stage-1 targets"), "{per_step}");
+    let small = run("small", &["--teacher-cache-gib", "0.000001", "--stop-after-steps", "1"]);
+    assert!(small.contains("would need") && small.contains("the teacher runs every step"), "{small}");
+
+    let stage1_losses = |p: &str| -> Vec<f64> {
+        std::fs::read_to_string(t.path().join(p).join("log.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("1,"))
+            .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (stage1_losses("cached"), stage1_losses("per_step"));
+    assert_eq!(a.len(), 4, "8 stage-1 steps logged every 2: {a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "stage-1 loss {x} (cached) vs {y} (per step)");
+    }
+    let d = max_diff(&t.path().join("cached/stage1"), &t.path().join("per_step/stage1"));
+    assert!(d < 1e-5, "stage-1 students differ by {d}");
+
+    run("resumed", &["--stop-after-steps", "3"]);
+    let resumed = run("resumed", &[]);
+    assert!(resumed.contains("resuming stage 1 at step 3") && resumed.contains("cached"), "{resumed}");
+    assert_eq!(stage1_losses("cached"), stage1_losses("resumed"));
+    assert!(max_diff(&t.path().join("cached/stage1"), &t.path().join("resumed/stage1")) < 1e-6);
+}
+
 #[test]
 fn label_only_baselines_run_from_teacher_and_random_init() {
     let t = tempfile::tempdir().unwrap();

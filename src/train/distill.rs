@@ -39,6 +39,7 @@ use crate::train::finetune::{io, progress_bar, save_best, save_state, TrainError
 use crate::train::optim::Adam;
 use crate::train::recipe::{Objective, OptimSpec, Recipe};
 use crate::train::student::{build_student, LayerMap, StudentReport};
+use crate::train::teacher_cache::TeacherCache;
 
 const PURPOSE_SHUFFLE: u64 = 11;
 const PURPOSE_DROPOUT: u64 = 12;
@@ -205,9 +206,26 @@ fn new_optimizer(md: &ModelDir, spec: &OptimSpec) -> Adam {
     Adam::new(sorted_vars(&md.varmap), spec.adam_config())
 }
 
-/// Run (or resume) the recipe. `stop_after`: stop once this many optimizer steps (stage 1 and 2
-/// together) are done, saving a resume point (a time-boxed run; rerun the command to continue).
-pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Result<TrainSummary, TrainError> {
+/// How a run executes (not part of the recipe: neither changes what is trained).
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOptions {
+    /// Stop once this many optimizer steps (stage 1 and 2 together) are done, saving a resume
+    /// point (a time-boxed run; rerun the command to continue).
+    pub stop_after: Option<u64>,
+    /// Memory for the stage-1 teacher cache (`teacher_cache`); 0 disables it. A training set
+    /// whose cache would exceed it runs the teacher every step.
+    pub teacher_cache_bytes: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self { stop_after: None, teacher_cache_bytes: 6 << 30 }
+    }
+}
+
+/// Run (or resume) the recipe.
+pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let stop_after = opts.stop_after;
     recipe.validate().map_err(TrainError::Invalid)?;
     let out = &recipe.out;
     let state_dir = out.join("train_state");
@@ -356,6 +374,34 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
         } else {
             None
         };
+        // Stage 1 with a deterministic teacher over more than one epoch: its targets are
+        // computed once (cheaper than a forward per step from the second epoch on; rebuilt the
+        // same way on resume).
+        let stage1_cache = if stage == 1 && !teacher_dropout && total > batches_per_epoch && opts.teacher_cache_bytes > 0 {
+            let need = TeacherCache::estimate_bytes(&train_rows, &map, teacher.config.hidden_size, teacher.config.num_attention_heads);
+            if need <= opts.teacher_cache_bytes {
+                let t = Instant::now();
+                let c = TeacherCache::build(&teacher.model, &train_rows, &map, recipe.eval_batch_size, device)?;
+                // Counted as stage-1 time: it replaces the teacher forwards of the steps.
+                st.seconds[0] += t.elapsed().as_secs_f64();
+                eprintln!(
+                    "teacher stage-1 targets for {} training rows cached ({:.2} GiB) in {:.1}s",
+                    train_rows.len(),
+                    need as f64 / (1u64 << 30) as f64,
+                    t.elapsed().as_secs_f64()
+                );
+                Some(c)
+            } else {
+                eprintln!(
+                    "teacher stage-1 targets would need {:.2} GiB (budget {:.2} GiB, --teacher-cache-gib): the teacher runs every step",
+                    need as f64 / (1u64 << 30) as f64,
+                    opts.teacher_cache_bytes as f64 / (1u64 << 30) as f64
+                );
+                None
+            }
+        } else {
+            None
+        };
         let pb = progress_bar(total, st.step);
         pb.set_prefix(format!("stage {stage}"));
         let mut window = Instant::now();
@@ -377,6 +423,9 @@ pub fn train(recipe: &Recipe, device: &Device, stop_after: Option<u64>) -> Resul
                     let flat: Vec<f32> = positions.iter().flat_map(|&p| cache[p].iter().copied()).collect();
                     let logits = Tensor::from_vec(flat, (positions.len(), student.model.num_labels), device)?;
                     Some(ModelOutput { pooled: logits.clone(), logits, hidden_states: vec![], attention_scores: vec![] })
+                } else if let Some(cache) = &stage1_cache {
+                    let l = batch.input.attention_mask.dims2()?.1;
+                    Some(cache.batch(positions, l, student.model.num_labels, device)?)
                 } else if need_teacher {
                     let o = if teacher_dropout {
                         let mut r = step_rng(recipe.seed, PURPOSE_TEACHER_DROPOUT, gstep);

@@ -7,3 +7,4 @@ pub mod optim;
 pub mod plot;
 pub mod recipe;
 pub mod student;
+pub mod teacher_cache;
