@@ -274,7 +274,8 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
 ///
 /// With `--output F`, every finished row is appended to the journal `F.rows.jsonl` (its first
 /// line identifies the run: model path and a hash of its config and weights, task, split, row
-/// selection, length, precision and a hash of the token ids). Started again with the same arguments after an interruption, the command
+/// selection, length, precision, a hash of the token ids and the executor's schedule version, so
+/// rows of different protocol schedules never mix). Started again with the same arguments after an interruption, the command
 /// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     use mpcformer::mpc::eval::{report, run_private, DoneRow, PrivateRow, PrivateRun};
@@ -295,7 +296,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
         "model": dir.display().to_string(), "task": task.name(), "split": c.split, "limit": c.limit,
         "sample": c.sample, "sample_seed": c.sample_seed, "max_seq_len": c.max_seq_len,
         "frac_bits": frac_bits, "rows": rows.len(), "ids_hash": ids_hash(&rows),
-        "weights_hash": weights_hash(&dir)?,
+        "weights_hash": weights_hash(&dir)?, "schedule": mpcformer::mpc::SCHEDULE_VERSION,
     });
     let mut done: std::collections::BTreeMap<usize, DoneRow> = Default::default();
     if let Some(j) = journal.as_ref().filter(|j| j.exists()) {
@@ -381,6 +382,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     let mut json = serde_json::to_value(&base)?;
     json["mpc"] = serde_json::to_value(&mpc)?;
     json["mpc"]["resumed_rows"] = resumed_rows.into();
+    json["mpc"]["schedule_version"] = mpcformer::mpc::SCHEDULE_VERSION.into();
     json["plaintext_metrics"] = serde_json::to_value(score(task, &plain).unwrap_or_default())?;
     let text = serde_json::to_string_pretty(&json)?;
     if let Some(p) = &c.output {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::bundle::PartyBundle;
 use super::config::DeployConfig;
-use super::wire::{is_id, random_id, short, Control, QueryStats, WireSeed, PROTOCOL};
+use super::wire::{describe_protocol, is_id, random_id, short, Control, QueryStats, WireSeed, PROTOCOL};
 use super::DeployError;
 use crate::mpc::channel::ChannelError;
 use crate::mpc::dealer::{Dealer, DealerLink};
@@ -62,7 +62,11 @@ fn admissible(me: Role, peer: Role, hello: &Control) -> Result<(), String> {
         _ => PROTOCOL,
     };
     if proto != PROTOCOL {
-        return Err(format!("{peer} speaks protocol version {proto}, {me} speaks {PROTOCOL}"));
+        return Err(format!(
+            "{peer} speaks protocol version {proto} ({}), {me} speaks {PROTOCOL} ({}): run the same kd release on every party",
+            describe_protocol(proto),
+            describe_protocol(PROTOCOL)
+        ));
     }
     let id = match hello {
         Control::Session { sid, .. } | Control::PeerHello { sid, .. } => sid,
@@ -643,5 +647,24 @@ impl DealerServer {
                 return (e, queries);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hello from a binary with another executor schedule (or message set) is refused with
+    /// both versions named; the same versions pass.
+    #[test]
+    fn hellos_of_another_schedule_or_wire_version_are_refused() {
+        let sid = "0123456789abcdef0123456789abcdef".to_string();
+        let hello = |protocol| Control::PeerHello { protocol, sid: sid.clone() };
+        assert!(admissible(Role::P0, Role::P1, &hello(PROTOCOL)).is_ok());
+        for other in [PROTOCOL + 1, PROTOCOL + (1 << 16)] {
+            let e = admissible(Role::P0, Role::P1, &hello(other)).unwrap_err();
+            assert!(e.contains(&describe_protocol(other)) && e.contains(&describe_protocol(PROTOCOL)), "{e}");
+        }
+        assert_eq!(PROTOCOL & 0xffff, crate::mpc::SCHEDULE_VERSION);
     }
 }

@@ -7,8 +7,18 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::bundle::hex;
 use crate::mpc::prg::Seed;
 
-/// Version of this message set; every hello carries it so mismatched binaries fail clearly.
-pub const PROTOCOL: u32 = 1;
+/// Version of this message set.
+pub const WIRE_VERSION: u32 = 1;
+
+/// What every hello carries, so that mismatched binaries fail clearly: the message set's version
+/// (high 16 bits) and the executor's schedule version (`mpc::SCHEDULE_VERSION`, low 16 bits) —
+/// two parties running different schedules would otherwise desynchronise mid-inference.
+pub const PROTOCOL: u32 = (WIRE_VERSION << 16) | crate::mpc::SCHEDULE_VERSION;
+
+/// "wire W, schedule S" for an error message.
+pub fn describe_protocol(p: u32) -> String {
+    format!("wire {}, schedule {}", p >> 16, p & 0xffff)
+}
 
 /// A seed on the wire (hex); `Debug` hides it like [`Seed`]'s.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,13 @@
 //! `net` is the transport across machines (typed frames over mutually authenticated TLS 1.3),
 //! used by `crate::deploy` with the same protocol code.
 
+/// Version of the executor's message schedule: which values each party opens in which round, and
+/// what the dealer derives for each request. Parties (and a `kd private-eval` journal) of
+/// different versions cannot be combined: the deployment's handshake and the journal's header
+/// carry it. `tests/mpc_schedule.rs` pins the rounds and bytes of every variant on a tiny model;
+/// a change that moves them must bump this and re-pin.
+pub const SCHEDULE_VERSION: u32 = 1;
+
 pub mod approx;
 pub mod bert;
 pub mod channel;
