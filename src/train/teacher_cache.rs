@@ -183,34 +183,19 @@ mod tests {
                 let direct = teacher.model.forward_with(&batch.input, &mut Mode::Eval, true).unwrap();
                 let cached = cache.batch(&positions, l, teacher.model.num_labels, &dev).unwrap();
                 let masks = PadMasks::new(&batch.input.attention_mask).unwrap();
+                // Largest difference at real entries (both sides masked).
+                let masked_diff = |a: &Tensor, b: &Tensor, m: &Tensor| -> f32 {
+                    let d = (a.broadcast_mul(m).unwrap() - b.broadcast_mul(m).unwrap()).unwrap();
+                    d.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+                };
                 for j in 0..=student_layers {
                     let k = map.hidden(j);
-                    let d = (direct.hidden_states[k].broadcast_mul(&masks.tokens).unwrap()
-                        - cached.hidden_states[k].broadcast_mul(&masks.tokens).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                    let d = masked_diff(&direct.hidden_states[k], &cached.hidden_states[k], &masks.tokens);
                     assert!(d < 1e-5, "hidden state {k}: max |Δ| {d}");
                 }
                 for i in 0..student_layers {
                     let k = map.attention(i);
-                    let d = (direct.attention_scores[k].broadcast_mul(&masks.pairs).unwrap()
-                        - cached.attention_scores[k].broadcast_mul(&masks.pairs).unwrap())
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                    let d = masked_diff(&direct.attention_scores[k], &cached.attention_scores[k], &masks.pairs);
                     assert!(d < 1e-5, "scores {k}: max |Δ| {d}");
                     // The cache really holds the teacher's values, not zeros.
                     let n = cached.attention_scores[k].abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
