@@ -40,18 +40,24 @@ impl Prg {
         Self { cipher: Aes128Ctr::new(&seed.0.into(), &iv.into()) }
     }
 
+    /// The next `out.len()` words of the stream (little-endian u64s of the keystream).
     pub fn fill(&mut self, out: &mut [u64]) {
-        // Keystream XOR zeros = keystream; u64 words little-endian.
-        let mut buf = vec![0u8; out.len() * 8];
-        self.cipher.apply_keystream(&mut buf);
-        for (o, c) in out.iter_mut().zip(buf.chunks_exact(8)) {
-            *o = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+        out.fill(0);
+        self.fill_zeroed(out);
+    }
+
+    /// `fill` for a buffer known to be zero: the keystream is XORed onto it in place (no
+    /// temporary byte buffer: the dealer expands gigabytes per BERT-base inference).
+    fn fill_zeroed(&mut self, out: &mut [u64]) {
+        self.cipher.apply_keystream(bytemuck::cast_slice_mut(out));
+        for w in out.iter_mut() {
+            *w = u64::from_le(*w); // a no-op on little-endian machines
         }
     }
 
     pub fn ring(&mut self, shape: &[usize]) -> RingTensor {
         let mut v = vec![0u64; shape.iter().product()];
-        self.fill(&mut v);
+        self.fill_zeroed(&mut v);
         RingTensor::new(shape, v)
     }
 }
@@ -71,5 +77,20 @@ mod tests {
         let ones: u32 = a.data.iter().map(|x| x.count_ones()).sum();
         assert!((ones as f64 / (64.0 * 64.0) - 0.5).abs() < 0.05);
         assert_eq!(format!("{s:?}"), "Seed(..)");
+    }
+
+    /// The words are the keystream's little-endian u64s (what a byte-wise expansion gives), the
+    /// stream continues across calls, and `fill` overwrites whatever the buffer held.
+    #[test]
+    fn words_are_the_little_endian_keystream() {
+        let s = Seed([3; 16]);
+        let mut bytes = vec![0u8; 8 * 40];
+        Prg::new(s, 9).cipher.apply_keystream(&mut bytes);
+        let want: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let mut p = Prg::new(s, 9);
+        let mut got = vec![u64::MAX; 15];
+        p.fill(&mut got);
+        got.extend(p.ring(&[25]).data);
+        assert_eq!(got, want);
     }
 }
