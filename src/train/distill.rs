@@ -217,12 +217,6 @@ pub struct TrainOptions {
     pub teacher_cache_bytes: u64,
 }
 
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self { stop_after: None, teacher_cache_bytes: 6 << 30 }
-    }
-}
-
 /// Run (or resume) the recipe.
 pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let stop_after = opts.stop_after;
