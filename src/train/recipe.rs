@@ -369,4 +369,29 @@ optimizer = { kind = "bertadam", lr = 1e-5, schedule = { kind = "bert_warmup_lin
         assert!(e.contains("swish"), "{e}");
         assert!(Recipe::load(&p, &["noequals".into()]).is_err());
     }
+
+    /// The committed recipes are what users run: each must load and validate, name its task in
+    /// its file name, and (except the demo) write to `checkpoints/students/<file stem>`, the
+    /// layout `scripts/distill_runs.sh` and `scripts/distill_table.py` read.
+    #[test]
+    fn every_committed_recipe_loads_and_follows_the_naming() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+            let r = Recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            let task = r.task.name();
+            assert!(stem.starts_with(&format!("{task}-")), "{stem}: task {task}");
+            if stem != "sst2-demo" {
+                assert_eq!(r.out, Path::new("checkpoints/students").join(&stem), "{stem}");
+                assert_eq!(r.teacher, Path::new("checkpoints/teachers").join(&task), "{stem}");
+            }
+            n += 1;
+        }
+        assert!(n >= 20, "found only {n} recipes in {}", dir.display());
+    }
 }
