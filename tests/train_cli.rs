@@ -133,6 +133,16 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     assert_eq!(full_log, log("resumed"));
     assert!(max_diff(&t.path().join("full/stage1"), &t.path().join("resumed/stage1")) < 1e-5);
     assert!(max_diff(&t.path().join("full"), &t.path().join("resumed")) < 1e-5);
+    // The summary of the resumed run keeps everything but the timing: the student's
+    // initialisation report (which tensors came from the teacher) and the selected checkpoint.
+    let summary = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(t.path().join(p).join("train.json")).unwrap()).unwrap()
+    };
+    let (sf, sr) = (summary("full"), summary("resumed"));
+    assert!(sf["student"]["copied"].as_array().is_some_and(|a| !a.is_empty()), "{sf}");
+    assert_eq!(sf["student"], sr["student"]);
+    assert_eq!((&sf["best_step"], &sf["best_metric"]), (&sr["best_step"], &sr["best_metric"]));
+    assert_eq!((sf["resumed"].as_bool(), sr["resumed"].as_bool()), (Some(false), Some(true)));
 
     // Stage 1 moved the student towards the teacher: the layer-wise loss fell.
     let s1: Vec<f64> = full_log[1..3].iter().map(|l| l.split(',').nth(4).unwrap().parse().unwrap()).collect();

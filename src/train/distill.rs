@@ -252,12 +252,13 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
             recipe.task.num_labels()
         )));
     }
+    // The initialisation report is a function of the teacher and the student spec, so a resumed
+    // run rebuilds the same one and train.json keeps it.
     let (mut student, map, report) = build_student(&teacher, &recipe.student, recipe.seed, device)?;
-    let mut student_report = Some(report);
+    let student_report = Some(report);
     if let Some(st) = &resume {
         // The student's latest weights live in the resume point.
         student = ModelDir::load(&state_dir, Some(&head_of(&student)), recipe.seed, device)?;
-        student_report = None;
         eprintln!("resuming stage {} at step {} from {}", st.stage, st.step, state_dir.display());
     } else if let Some(r) = &student_report {
         eprintln!("student ({}+{}, {} layers): {}", recipe.student.hidden_act.name(), recipe.student.softmax_act.name(),
