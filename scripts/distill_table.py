@@ -12,6 +12,7 @@ the student's fraction of the teacher, wall time per stage) and OUT/runs.csv.
 import argparse
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def main():
     runs, out = Path(a.runs), Path(a.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     found = {}
+    env = os.environ.get("KD_ASSETS", "../shared")
+    assets_roots = sorted({env.rstrip("/"), os.path.realpath(env), os.path.realpath("../shared")} - {"../shared"},
+                          key=len, reverse=True)
     for d in sorted(runs.iterdir()):
         j = d / "train.json"
         if not j.exists():
@@ -55,7 +59,16 @@ def main():
         dst = out / "runs" / d.name
         dst.mkdir(exist_ok=True)
         for f in ["train.json", "log.csv", "recipe.toml", "loss.png"]:
-            if (d / f).exists():
+            if not (d / f).exists():
+                continue
+            if f in ("train.json", "recipe.toml"):
+                # The resolved recipe holds this machine's asset path; the committed copy says
+                # ../shared (the default KD_ASSETS) so results do not depend on where it ran.
+                text = (d / f).read_text()
+                for root in assets_roots:
+                    text = text.replace(f'"{root}/', '"../shared/')
+                (dst / f).write_text(text)
+            else:
                 shutil.copy(d / f, dst / f)
     teacher = {}
     # Teachers' dev metrics from their fine-tuning summaries (eval/teachers/kd_TASK.json);
