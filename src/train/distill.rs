@@ -255,14 +255,13 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
     // The initialisation report is a function of the teacher and the student spec, so a resumed
     // run rebuilds the same one and train.json keeps it.
     let (mut student, map, report) = build_student(&teacher, &recipe.student, recipe.seed, device)?;
-    let student_report = Some(report);
     if let Some(st) = &resume {
         // The student's latest weights live in the resume point.
         student = ModelDir::load(&state_dir, Some(&head_of(&student)), recipe.seed, device)?;
         eprintln!("resuming stage {} at step {} from {}", st.stage, st.step, state_dir.display());
-    } else if let Some(r) = &student_report {
+    } else {
         eprintln!("student ({}+{}, {} layers): {}", recipe.student.hidden_act.name(), recipe.student.softmax_act.name(),
-            student.config.num_hidden_layers, r.summary());
+            student.config.num_hidden_layers, report.summary());
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
     write_file_atomic(&out.join("recipe.toml"), recipe.to_toml().as_bytes())?;
@@ -595,7 +594,7 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
             seconds: st.seconds[1],
             examples_per_second: st.examples[1] as f64 / st.seconds[1].max(1e-9),
         },
-        student: student_report,
+        student: Some(report),
         resumed,
         finished,
     };
