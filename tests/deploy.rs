@@ -1,7 +1,7 @@
 //! The deployment end to end: `kd certs`, `kd share`, the three `kd party` roles as separate
 //! processes on loopback, and `kd query`, checked against the in-process executor
-//! (`run_private`) and the plaintext model; plus faults (a party killed mid-query, a corrupted
-//! and a stalled link, foreign and wrong-role certificates, wrong and corrupted bundles).
+//! (`run_private`) and the plaintext model; plus faults (a party killed mid-query, a corrupted,
+//! a lossy and a stalled link, foreign and wrong-role certificates, wrong and corrupted bundles).
 //!
 //! Every spawned process is owned by a guard that kills it on drop, and every wait is bounded.
 
@@ -313,6 +313,8 @@ enum Trip {
     Hold,
     /// Flip one byte of the stream and carry on (corruption in flight).
     Flip,
+    /// Drop the bytes of one read (a lost segment: part of a frame or several) and carry on.
+    Drop,
 }
 
 #[derive(Default)]
@@ -397,6 +399,10 @@ fn pump(mut src: TcpStream, mut dst: TcpStream, counted: Option<Arc<ProxyState>>
                     buf[n / 2] ^= 0x55;
                     st.tripped.store(true, Ordering::SeqCst);
                 }
+                Some(Trip::Drop) => {
+                    st.tripped.store(true, Ordering::SeqCst);
+                    continue;
+                }
                 None => {}
             }
         }
@@ -465,7 +471,7 @@ fn killed_party_mid_query_is_reported_and_a_restart_serves_the_next_query() {
 }
 
 #[test]
-fn corrupted_and_stalled_links_fail_cleanly_and_the_deployment_recovers() {
+fn corrupted_lossy_and_stalled_links_fail_cleanly_and_the_deployment_recovers() {
     let (_model, dep, proxy, reference) = proxied();
     // A flipped byte inside the TLS stream: P0 rejects the record, the query fails everywhere.
     proxy.arm(20_000, Trip::Flip);
@@ -474,6 +480,20 @@ fn corrupted_and_stalled_links_fail_cleanly_and_the_deployment_recovers() {
     eprintln!("corrupted: {}", text(&o.stderr));
     assert!(text(&o.stdout).is_empty(), "no partial result on stdout: {}", text(&o.stdout));
     dep.wait_log("p0", "failed (ending the session)", 1, 30.0);
+    assert_recovers(&dep, &reference);
+
+    // Bytes lost in flight while the stream goes on: the next record does not authenticate.
+    proxy.arm(20_000, Trip::Drop);
+    let t = Instant::now();
+    let o = dep.query(&["--text", LONG_TEXT]);
+    let waited = t.elapsed().as_secs_f64();
+    assert!(!o.status.success(), "a link that lost bytes must not produce a result: {}", text(&o.stdout));
+    assert!(text(&o.stdout).is_empty(), "no partial result on stdout: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    eprintln!("dropped after {waited:.2} s: {err}");
+    assert!(err.contains("error: private inference") && (err.contains("p0") || err.contains("p1")), "{err}");
+    assert!(waited < 3.0 * IO_TIMEOUT + 5.0, "loss reported after {waited:.1} s");
+    dep.wait_log("p0", "failed (ending the session)", 2, 30.0);
     assert_recovers(&dep, &reference);
 
     // A link that stops delivering: the waiting side gives up after the io timeout.
