@@ -9,6 +9,11 @@ with rounds and bytes as metered by P0 during the deployed run, and T_compute th
 loopback wall time of the same deployment (TLS, framing and process costs included; latency
 and bandwidth terms are negligible on loopback). Writes table.md and table.csv next to the
 model directories.
+
+A second table predicts every deployed time from the in-process run alone: T_compute =
+embedded wall time + c_io * (MB per party), where c_io (seconds per MB: TLS, framing, syscalls
+and copies of the deployment) is fitted on the *other* models' loopback runs (leave one out),
+so each row's prediction uses none of its own deployed measurements.
 """
 import csv
 import json
@@ -82,6 +87,33 @@ def main(root):
             f"{f(r.get('lan_s'))} ({f(r.get('lan_est_s'))}) | {f(r.get('lan_ratio'))} | "
             f"{f(r.get('wan_s'))} ({f(r.get('wan_est_s'))}) | {f(r.get('wan_ratio'))} |"
         )
+    # Leave-one-out prediction from the embedded run plus a per-MB host cost.
+    per_mb = {r["model"]: (r["loopback_s"] - r["embedded_s"]) / r["mb_per_party"] for r in rows if r["embedded_s"]}
+    md += [
+        "",
+        "Predicted from the in-process run: embedded s + c_io x MB/party (c_io fitted on the other models' loopback runs) + the network terms.",
+        "",
+        "| model | c_io ms/MB (others) | loopback pred. / meas. | LAN pred. / meas. (meas./pred.) | WAN pred. / meas. (meas./pred.) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        others = [v for m, v in per_mb.items() if m != r["model"]]
+        if not r["embedded_s"] or not others:
+            continue
+        c = statistics.mean(others)
+        comp = r["embedded_s"] + c * r["mb_per_party"]
+        r["c_io_ms_per_mb_loo"] = 1e3 * c
+        r["loopback_pred_s"] = comp
+        cells = []
+        for p in PROFILES:
+            if f"{p}_s" in r:
+                pred = comp + r[f"{p}_est_s"] - r["loopback_s"]
+                r[f"{p}_pred_s"] = pred
+                r[f"{p}_pred_ratio"] = r[f"{p}_s"] / pred
+                cells.append(f"{f(pred)} / {f(r[f'{p}_s'])} ({f(r[f'{p}_s'] / pred)})")
+            else:
+                cells.append("–")
+        md.append(f"| {r['model']} | {f(1e3 * c)} | {f(comp)} / {f(r['loopback_s'])} | " + " | ".join(cells) + " |")
     (root / "table.md").write_text("\n".join(md) + "\n")
     keys = sorted({k for r in rows for k in r})
     with open(root / "table.csv", "w", newline="") as fh:
