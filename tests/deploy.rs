@@ -492,6 +492,8 @@ fn corrupted_lossy_and_stalled_links_fail_cleanly_and_the_deployment_recovers() 
     let err = text(&o.stderr);
     eprintln!("dropped after {waited:.2} s: {err}");
     assert!(err.contains("error: private inference") && (err.contains("p0") || err.contains("p1")), "{err}");
+    // Detected by TLS's record authentication, not left to the stall timeout.
+    assert!(err.contains("TLS from p1") && !err.contains("timed out"), "{err}\n{}", dep.logs());
     assert!(waited < 3.0 * IO_TIMEOUT + 5.0, "loss reported after {waited:.1} s");
     dep.wait_log("p0", "failed (ending the session)", 2, 30.0);
     assert_recovers(&dep, &reference);
