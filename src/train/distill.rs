@@ -106,7 +106,7 @@ pub struct TrainSummary {
     pub teacher_agreement: Option<f64>,
     pub stage1: Option<StageSummary>,
     pub stage2: StageSummary,
-    pub student: Option<StudentReport>,
+    pub student: StudentReport,
     pub resumed: bool,
     pub finished: bool,
 }
@@ -594,7 +594,7 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
             seconds: st.seconds[1],
             examples_per_second: st.examples[1] as f64 / st.seconds[1].max(1e-9),
         },
-        student: Some(report),
+        student: report,
         resumed,
         finished,
     };
