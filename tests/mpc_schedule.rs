@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    1,
+    2,
     "gelu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+softmax L=5: 194 rounds, 399608 B, client 1632 B, dealer 1014856 B\n\
-gelu+softmax L=9: 204 rounds, 681392 B, client 2912 B, dealer 1635960 B\n\
+gelu+softmax L=5: 194 rounds, 368132 B, client 1632 B, dealer 1014856 B\n\
+gelu+softmax L=9: 204 rounds, 619670 B, client 2912 B, dealer 1635960 B\n\
 gelu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2quad L=5: 156 rounds, 383336 B, client 1632 B, dealer 947272 B\n\
-gelu+2quad L=9: 156 rounds, 621104 B, client 2912 B, dealer 1429048 B\n\
+gelu+2quad L=5: 156 rounds, 354426 B, client 1632 B, dealer 947272 B\n\
+gelu+2quad L=9: 156 rounds, 568592 B, client 2912 B, dealer 1429048 B\n\
 gelu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2relu L=5: 166 rounds, 385368 B, client 1632 B, dealer 948488 B\n\
-gelu+2relu L=9: 166 rounds, 630768 B, client 2912 B, dealer 1439192 B\n\
+gelu+2relu L=5: 166 rounds, 356728 B, client 1632 B, dealer 948488 B\n\
+gelu+2relu L=9: 166 rounds, 578238 B, client 2912 B, dealer 1439192 B\n\
 gelu_new+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+softmax L=5: 194 rounds, 399608 B, client 1632 B, dealer 1014856 B\n\
-gelu_new+softmax L=9: 204 rounds, 681392 B, client 2912 B, dealer 1635960 B\n\
+gelu_new+softmax L=5: 194 rounds, 368132 B, client 1632 B, dealer 1014856 B\n\
+gelu_new+softmax L=9: 204 rounds, 619670 B, client 2912 B, dealer 1635960 B\n\
 gelu_new+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2quad L=5: 156 rounds, 383336 B, client 1632 B, dealer 947272 B\n\
-gelu_new+2quad L=9: 156 rounds, 621104 B, client 2912 B, dealer 1429048 B\n\
+gelu_new+2quad L=5: 156 rounds, 354426 B, client 1632 B, dealer 947272 B\n\
+gelu_new+2quad L=9: 156 rounds, 568592 B, client 2912 B, dealer 1429048 B\n\
 gelu_new+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2relu L=5: 166 rounds, 385368 B, client 1632 B, dealer 948488 B\n\
-gelu_new+2relu L=9: 166 rounds, 630768 B, client 2912 B, dealer 1439192 B\n\
+gelu_new+2relu L=5: 166 rounds, 356728 B, client 1632 B, dealer 948488 B\n\
+gelu_new+2relu L=9: 166 rounds, 578238 B, client 2912 B, dealer 1439192 B\n\
 quad+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+softmax L=5: 172 rounds, 220728 B, client 1632 B, dealer 760616 B\n\
-quad+softmax L=9: 182 rounds, 359408 B, client 2912 B, dealer 1178328 B\n\
+quad+softmax L=5: 172 rounds, 209332 B, client 1632 B, dealer 760616 B\n\
+quad+softmax L=9: 182 rounds, 333830 B, client 2912 B, dealer 1178328 B\n\
 quad+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2quad L=5: 134 rounds, 204456 B, client 1632 B, dealer 693032 B\n\
-quad+2quad L=9: 134 rounds, 299120 B, client 2912 B, dealer 971416 B\n\
+quad+2quad L=5: 134 rounds, 195626 B, client 1632 B, dealer 693032 B\n\
+quad+2quad L=9: 134 rounds, 282752 B, client 2912 B, dealer 971416 B\n\
 quad+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2relu L=5: 144 rounds, 206488 B, client 1632 B, dealer 694248 B\n\
-quad+2relu L=9: 144 rounds, 308784 B, client 2912 B, dealer 981560 B\n\
+quad+2relu L=5: 144 rounds, 197928 B, client 1632 B, dealer 694248 B\n\
+quad+2relu L=9: 144 rounds, 292398 B, client 2912 B, dealer 981560 B\n\
 relu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+softmax L=5: 180 rounds, 237688 B, client 1632 B, dealer 782216 B\n\
-relu+softmax L=9: 190 rounds, 389936 B, client 2912 B, dealer 1217208 B\n\
+relu+softmax L=5: 180 rounds, 227732 B, client 1632 B, dealer 782216 B\n\
+relu+softmax L=9: 190 rounds, 366950 B, client 2912 B, dealer 1217208 B\n\
 relu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2quad L=5: 142 rounds, 221416 B, client 1632 B, dealer 714632 B\n\
-relu+2quad L=9: 142 rounds, 329648 B, client 2912 B, dealer 1010296 B\n\
+relu+2quad L=5: 142 rounds, 214026 B, client 1632 B, dealer 714632 B\n\
+relu+2quad L=9: 142 rounds, 315872 B, client 2912 B, dealer 1010296 B\n\
 relu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2relu L=5: 152 rounds, 223448 B, client 1632 B, dealer 715848 B\n\
-relu+2relu L=9: 152 rounds, 339312 B, client 2912 B, dealer 1020440 B\n",
+relu+2relu L=5: 152 rounds, 216328 B, client 1632 B, dealer 715848 B\n\
+relu+2relu L=9: 152 rounds, 325518 B, client 2912 B, dealer 1020440 B\n",
 );
 
 fn measured() -> String {

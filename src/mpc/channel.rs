@@ -97,3 +97,56 @@ pub fn from_bytes(b: &[u8], expected: usize) -> Result<Vec<u64>, ChannelError> {
     }
     Ok(b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
 }
+
+/// Bit-packed ring elements: segment i's values are each written in `widths[i]` bits (1..=64,
+/// values must fit), little-endian bit order, the last byte zero-padded. Used by openings
+/// that send only the high bits of a share (`protocol::open_many_high`).
+pub fn pack_bits(segments: &[(&[u64], u32)]) -> Vec<u8> {
+    let bits: usize = segments.iter().map(|(v, w)| v.len() * *w as usize).sum();
+    let mut out = Vec::with_capacity(bits.div_ceil(8) + 8);
+    let (mut acc, mut n) = (0u128, 0u32);
+    for (vals, w) in segments {
+        debug_assert!((1..=64).contains(w));
+        for &v in *vals {
+            debug_assert!(*w == 64 || v >> w == 0, "value does not fit in {w} bits");
+            acc |= (v as u128) << n;
+            n += w;
+            if n >= 64 {
+                out.extend_from_slice(&(acc as u64).to_le_bytes());
+                acc >>= 64;
+                n -= 64;
+            }
+        }
+    }
+    out.extend_from_slice(&(acc as u64).to_le_bytes()[..n.div_ceil(8) as usize]);
+    out
+}
+
+/// Inverse of [`pack_bits`] for segments of the given lengths and widths; the message length
+/// must match exactly.
+pub fn unpack_bits(b: &[u8], segments: &[(usize, u32)]) -> Result<Vec<u64>, ChannelError> {
+    let bits: usize = segments.iter().map(|(n, w)| n * *w as usize).sum();
+    if b.len() != bits.div_ceil(8) {
+        return Err(ChannelError::Malformed(format!("expected {} bytes of packed ring elements, got {}", bits.div_ceil(8), b.len())));
+    }
+    let mut out = Vec::with_capacity(segments.iter().map(|(n, _)| n).sum());
+    let mut words = b.chunks(8).map(|c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    });
+    let (mut acc, mut n) = (0u128, 0u32);
+    for &(len, w) in segments {
+        let mask = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
+        for _ in 0..len {
+            if n < w {
+                acc |= (words.next().expect("length checked above") as u128) << n;
+                n += 64;
+            }
+            out.push(acc as u64 & mask);
+            acc >>= w;
+            n -= w;
+        }
+    }
+    Ok(out)
+}

@@ -1,7 +1,7 @@
 //! Truncation fused with the products that consume its output: one round instead of two.
 //!
-//! A truncation (`protocol::truncate`) opens c = x + 2^62 + r and returns
-//!   t = Q + w,  Q = ((c mod 2^63) >> f) + m_c·2^(63−f) − 2^(62−f)  (public, m_c = msb(c)),
+//! A truncation (`protocol::truncate`) opens c = x + B + r (from bit f − 1 up, B ≈ 2^62) and returns
+//!   t = Q + w,  Q = ((c mod 2^63) >> f) + m_c·2^(63−f) − (2^(62−f) − 1)  (public, m_c = msb(c)),
 //!               w = −[rt] + σ·2^(63−f)·[msb r],  σ = 1 − 2m_c ∈ {1, −1}  (public sign),
 //! so t is a public value plus a **linear combination of dealer-known secrets** (rt, msb r)
 //! whose coefficients become public in the same round. A product t·z therefore needs no
@@ -10,8 +10,8 @@
 //! where the dealer supplies shares of rt·β and msb·β (`Request::TruncMul`); and for two
 //! truncation outputs, w·w′ expands over the four cross products of (rt, msb) and (rt′, msb′)
 //! (`Request::TruncPair`). Everything is exact ring arithmetic: the product equals the Beaver
-//! product of the truncated values, and the truncation keeps its guarantees (|x| < 2^62: result
-//! ⌊x/2^f⌋ or one more, never a wrap).
+//! product of the truncated values, and the truncation keeps its guarantees (x ∈ [−2^62 + 2^(f+1), 2^62):
+//! |result − x/2^f| < 1.25, never a wrap).
 //!
 //! Operands may be affine in a truncation output (α·t + κ, public α and κ), which covers the
 //! linear initial guesses and "2 − u·w"-style forms of the Newton iterations.
@@ -19,7 +19,7 @@
 use super::channel::ChannelError;
 use super::dealer::{Material, Request};
 use super::party::{Party, Share};
-use super::protocol::open_many;
+use super::protocol::{open_many_high, trunc_consts, trunc_drop};
 use super::ring::RingTensor;
 
 /// An operand of [`truncate_mul`].
@@ -112,22 +112,21 @@ pub fn truncate_mul(
         };
         pmats.push(p.preprocessing(req)?);
     }
-    // One opening: every c = x + 2^62 + r, then each product's masked ready operands.
-    let bias = p.public_term(1u64 << 62);
-    let mut masked: Vec<RingTensor> = truncs
+    // Truncation openings from bit f − 1 up (`protocol::truncate`), the products' in full.
+    let mut masked: Vec<(RingTensor, u32)> = truncs
         .iter()
         .zip(&tmats)
-        .map(|((x, _), m)| x.ring.add_scalar(bias).add(&RingTensor::new(&x.ring.shape, m.a.data.clone())))
+        .map(|((x, f), m)| (x.ring.add_scalar(p.public_term(trunc_consts(*f).0)).add(&RingTensor::new(&x.ring.shape, m.a.data.clone())), trunc_drop(*f)))
         .collect();
     for ((a, b, _), m) in plan.iter().zip(&pmats) {
         if let Operand::Ready(x) = a {
-            masked.push(x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())));
+            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0));
         }
         if let Operand::Ready(y) = b {
-            masked.push(y.ring.sub(&RingTensor::new(&y.ring.shape, m.b.data.clone())));
+            masked.push((y.ring.sub(&RingTensor::new(&y.ring.shape, m.b.data.clone())), 0));
         }
     }
-    let opened = open_many(p, &masked.iter().collect::<Vec<_>>())?;
+    let opened = open_many_high(p, &masked.iter().map(|(x, k)| (x, *k)).collect::<Vec<_>>())?;
     let low = u64::MAX >> 1;
     let outs: Vec<Opened> = truncs
         .iter()
@@ -138,7 +137,7 @@ pub fn truncate_mul(
             let (mut q, mut sigma) = (Vec::with_capacity(c.len()), Vec::with_capacity(c.len()));
             for &ci in &c.data {
                 let cm = ci >> 63;
-                q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(1u64 << (62 - f)));
+                q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(trunc_consts(*f).1));
                 sigma.push(1u64.wrapping_sub(2 * cm));
             }
             Opened { q, sigma, rt: m.c.data.clone(), msb: m.b.data.clone(), c: cc, frac: x.frac - f }

@@ -40,7 +40,8 @@ fn per_col(v: &Share, rows: usize) -> RingTensor {
 }
 
 /// LayerNorm over the last axis of x [rows, H]; γ a prepared [H] vector, β [H] shares; `eps` as in the config
-/// (values below the fixed-point resolution are raised to one ulp, keeping rsqrt's input positive).
+/// (values below two units of the fixed-point resolution are raised to two: the truncated
+/// variance of a constant row can be −1 unit, and rsqrt's input must stay positive).
 pub fn layer_norm(p: &mut Party, x: &Share, gamma: &VecShare, beta: &Share, eps: f64) -> Result<Share, ChannelError> {
     let (rows, h) = (x.ring.shape[0], x.ring.shape[1]);
     let f = x.frac;
@@ -51,7 +52,7 @@ pub fn layer_norm(p: &mut Party, x: &Share, gamma: &VecShare, beta: &Share, eps:
     let ss: Vec<u64> =
         (0..rows).map(|r| sq.ring.data[r * h..(r + 1) * h].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
     let tr = super::protocol::truncate_many(p, &[Share { ring: RingTensor::new(&[rows], ss), frac: 2 * f }, xg], f)?;
-    let e = p.public_term(encode(eps * h as f64, f).max(1));
+    let e = p.public_term(encode(eps * h as f64, f).max(2));
     let y = super::approx::rsqrt_scaled_times(p, &Share { ring: tr[0].ring.add_scalar(e), frac: f }, (h as f64).sqrt(), &tr[1])?;
     Ok(Share { ring: y.ring.add(&per_col(beta, rows)), frac: f })
 }

@@ -178,6 +178,18 @@ impl Party {
         from_bytes(&self.peer.recv()?, mine.len())
     }
 
+    /// One round like [`Party::exchange`], with segment i's words sent in `widths` bits each
+    /// (`channel::pack_bits`); both parties send the same layout.
+    pub fn exchange_packed(&mut self, segments: &[(&[u64], u32)]) -> Result<Vec<u64>, ChannelError> {
+        let bytes = super::channel::pack_bits(segments);
+        let s = self.stats.entry(self.class).or_default();
+        s.rounds += 1;
+        s.bytes_sent += bytes.len() as u64;
+        self.peer.send(bytes)?;
+        let layout: Vec<(usize, u32)> = segments.iter().map(|(v, w)| (v.len(), *w)).collect();
+        super::channel::unpack_bits(&self.peer.recv()?, &layout)
+    }
+
     /// End the session with the dealer (it stops serving once P1's link is gone).
     /// Close the link to the other party (messages already sent can still be read there), so a
     /// party that stopped early never leaves its peer waiting.
