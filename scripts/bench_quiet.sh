@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KD=${KD:-target/release/kd}
 cargo build --release --quiet
-pids=$(pgrep -f "kd (train|finetune|private-eval|eval|party|query)" || true)
+pids=$(pgrep -f "kd[^ ]* (train|finetune|private-eval|eval|party|query)" || true)
 resume() { [ -n "$pids" ] && kill -CONT $pids 2>/dev/null || true; }
 trap resume EXIT
 [ -n "$pids" ] && kill -STOP $pids
