@@ -660,7 +660,10 @@ fn private_softmax_matches_f64() {
             let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
             for j in 0..l {
                 let want = (row[j] - m).exp() / z;
-                assert!((got[r * l + j] - want).abs() < 1e-4, "l={l} row {r} col {j}: {} vs {want}", got[r * l + j]);
+                // 20 units at 16 bits. Over 40 sittings (fresh dealer randomness) the largest
+                // error was 1.5e−4 (6.1e−5 before truncation openings dropped their low bits:
+                // values that are exact multiples of 2^f no longer truncate exactly).
+                assert!((got[r * l + j] - want).abs() < 3e-4, "l={l} row {r} col {j}: {} vs {want}", got[r * l + j]);
             }
         }
         let steps = approx::row_max_fan_ins(l).len() as u64;
