@@ -182,10 +182,10 @@ fn cmd_train(c: TrainCmd) -> Result<()> {
     let fmt = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into());
     if s.finished {
         println!(
-            "best dev {} = {} at stage-2 step {:?} (teacher {}, ratio {}); stage 1 {:.0}s, stage 2 {:.0}s; model in {}",
+            "best dev {} = {} at stage-2 step {} (teacher {}, ratio {}); stage 1 {:.0}s, stage 2 {:.0}s; model in {}",
             s.primary_metric,
             fmt(s.best_metric),
-            s.best_step,
+            s.best_step.map_or_else(|| "n/a".to_string(), |n| n.to_string()),
             fmt(s.teacher_metric),
             fmt(s.fraction_of_teacher),
             s.stage1.as_ref().map_or(0.0, |x| x.seconds),
