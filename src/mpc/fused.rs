@@ -134,10 +134,11 @@ pub fn truncate_mul(
         .zip(&opened)
         .map(|(((x, f), m), c)| {
             let cc = 1u64 << (63 - f);
+            let unshift = trunc_consts(*f).1;
             let (mut q, mut sigma) = (Vec::with_capacity(c.len()), Vec::with_capacity(c.len()));
             for &ci in &c.data {
                 let cm = ci >> 63;
-                q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(trunc_consts(*f).1));
+                q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(unshift));
                 sigma.push(1u64.wrapping_sub(2 * cm));
             }
             Opened { q, sigma, rt: m.c.data.clone(), msb: m.b.data.clone(), c: cc, frac: x.frac - f }
