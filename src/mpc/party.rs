@@ -170,24 +170,25 @@ impl Party {
 
     /// One round: send `mine` to the peer and receive the peer's message of equal length.
     pub fn exchange(&mut self, mine: &[u64]) -> Result<Vec<u64>, ChannelError> {
-        let bytes = to_bytes(mine);
-        let s = self.stats.entry(self.class).or_default();
-        s.rounds += 1;
-        s.bytes_sent += bytes.len() as u64;
-        self.peer.send(bytes)?;
-        from_bytes(&self.peer.recv()?, mine.len())
+        let theirs = self.exchange_bytes(to_bytes(mine))?;
+        from_bytes(&theirs, mine.len())
     }
 
     /// One round like [`Party::exchange`], with segment i's words sent in `widths` bits each
     /// (`channel::pack_bits`); both parties send the same layout.
     pub fn exchange_packed(&mut self, segments: &[(&[u64], u32)]) -> Result<Vec<u64>, ChannelError> {
-        let bytes = super::channel::pack_bits(segments);
+        let theirs = self.exchange_bytes(super::channel::pack_bits(segments))?;
+        let layout: Vec<(usize, u32)> = segments.iter().map(|(v, w)| (v.len(), *w)).collect();
+        super::channel::unpack_bits(&theirs, &layout)
+    }
+
+    /// Send one message to the peer and receive its message of the same round, metered.
+    fn exchange_bytes(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, ChannelError> {
         let s = self.stats.entry(self.class).or_default();
         s.rounds += 1;
         s.bytes_sent += bytes.len() as u64;
         self.peer.send(bytes)?;
-        let layout: Vec<(usize, u32)> = segments.iter().map(|(v, w)| (v.len(), *w)).collect();
-        super::channel::unpack_bits(&self.peer.recv()?, &layout)
+        self.peer.recv()
     }
 
     /// End the session with the dealer (it stops serving once P1's link is gone).
