@@ -15,7 +15,9 @@ pub fn assets() -> PathBuf {
         "assets missing: {} has no models/all-MiniLM-L6-v2; set KD_ASSETS to the shared assets root",
         root.display()
     );
-    root
+    // Absolute, so that a relative KD_ASSETS (the README's `../shared`) still names the assets
+    // for `kd` processes that the tests start in temp directories.
+    std::fs::canonicalize(&root).expect("the assets root resolves")
 }
 
 pub fn minilm() -> PathBuf {
