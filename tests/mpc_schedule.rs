@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    2,
+    3,
     "gelu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+softmax L=5: 194 rounds, 368132 B, client 1632 B, dealer 1014856 B\n\
-gelu+softmax L=9: 204 rounds, 619670 B, client 2912 B, dealer 1635960 B\n\
+gelu+softmax L=5: 180 rounds, 366702 B, client 1632 B, dealer 1016776 B\n\
+gelu+softmax L=9: 190 rounds, 617098 B, client 2912 B, dealer 1639416 B\n\
 gelu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2quad L=5: 156 rounds, 354426 B, client 1632 B, dealer 947272 B\n\
-gelu+2quad L=9: 156 rounds, 568592 B, client 2912 B, dealer 1429048 B\n\
+gelu+2quad L=5: 142 rounds, 352996 B, client 1632 B, dealer 949192 B\n\
+gelu+2quad L=9: 142 rounds, 566020 B, client 2912 B, dealer 1432504 B\n\
 gelu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2relu L=5: 166 rounds, 356728 B, client 1632 B, dealer 948488 B\n\
-gelu+2relu L=9: 166 rounds, 578238 B, client 2912 B, dealer 1439192 B\n\
+gelu+2relu L=5: 152 rounds, 355298 B, client 1632 B, dealer 950408 B\n\
+gelu+2relu L=9: 152 rounds, 575666 B, client 2912 B, dealer 1442648 B\n\
 gelu_new+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+softmax L=5: 194 rounds, 368132 B, client 1632 B, dealer 1014856 B\n\
-gelu_new+softmax L=9: 204 rounds, 619670 B, client 2912 B, dealer 1635960 B\n\
+gelu_new+softmax L=5: 180 rounds, 366702 B, client 1632 B, dealer 1016776 B\n\
+gelu_new+softmax L=9: 190 rounds, 617098 B, client 2912 B, dealer 1639416 B\n\
 gelu_new+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2quad L=5: 156 rounds, 354426 B, client 1632 B, dealer 947272 B\n\
-gelu_new+2quad L=9: 156 rounds, 568592 B, client 2912 B, dealer 1429048 B\n\
+gelu_new+2quad L=5: 142 rounds, 352996 B, client 1632 B, dealer 949192 B\n\
+gelu_new+2quad L=9: 142 rounds, 566020 B, client 2912 B, dealer 1432504 B\n\
 gelu_new+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2relu L=5: 166 rounds, 356728 B, client 1632 B, dealer 948488 B\n\
-gelu_new+2relu L=9: 166 rounds, 578238 B, client 2912 B, dealer 1439192 B\n\
+gelu_new+2relu L=5: 152 rounds, 355298 B, client 1632 B, dealer 950408 B\n\
+gelu_new+2relu L=9: 152 rounds, 575666 B, client 2912 B, dealer 1442648 B\n\
 quad+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+softmax L=5: 172 rounds, 209332 B, client 1632 B, dealer 760616 B\n\
-quad+softmax L=9: 182 rounds, 333830 B, client 2912 B, dealer 1178328 B\n\
+quad+softmax L=5: 158 rounds, 207902 B, client 1632 B, dealer 762536 B\n\
+quad+softmax L=9: 168 rounds, 331258 B, client 2912 B, dealer 1181784 B\n\
 quad+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2quad L=5: 134 rounds, 195626 B, client 1632 B, dealer 693032 B\n\
-quad+2quad L=9: 134 rounds, 282752 B, client 2912 B, dealer 971416 B\n\
+quad+2quad L=5: 120 rounds, 194196 B, client 1632 B, dealer 694952 B\n\
+quad+2quad L=9: 120 rounds, 280180 B, client 2912 B, dealer 974872 B\n\
 quad+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2relu L=5: 144 rounds, 197928 B, client 1632 B, dealer 694248 B\n\
-quad+2relu L=9: 144 rounds, 292398 B, client 2912 B, dealer 981560 B\n\
+quad+2relu L=5: 130 rounds, 196498 B, client 1632 B, dealer 696168 B\n\
+quad+2relu L=9: 130 rounds, 289826 B, client 2912 B, dealer 985016 B\n\
 relu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+softmax L=5: 180 rounds, 227732 B, client 1632 B, dealer 782216 B\n\
-relu+softmax L=9: 190 rounds, 366950 B, client 2912 B, dealer 1217208 B\n\
+relu+softmax L=5: 166 rounds, 226302 B, client 1632 B, dealer 784136 B\n\
+relu+softmax L=9: 176 rounds, 364378 B, client 2912 B, dealer 1220664 B\n\
 relu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2quad L=5: 142 rounds, 214026 B, client 1632 B, dealer 714632 B\n\
-relu+2quad L=9: 142 rounds, 315872 B, client 2912 B, dealer 1010296 B\n\
+relu+2quad L=5: 128 rounds, 212596 B, client 1632 B, dealer 716552 B\n\
+relu+2quad L=9: 128 rounds, 313300 B, client 2912 B, dealer 1013752 B\n\
 relu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2relu L=5: 152 rounds, 216328 B, client 1632 B, dealer 715848 B\n\
-relu+2relu L=9: 152 rounds, 325518 B, client 2912 B, dealer 1020440 B\n",
+relu+2relu L=5: 138 rounds, 214898 B, client 1632 B, dealer 717768 B\n\
+relu+2relu L=9: 138 rounds, 322946 B, client 2912 B, dealer 1023896 B\n",
 );
 
 fn measured() -> String {

@@ -40,7 +40,7 @@ fn quad_from_square(p: &mut Party, x: &Share, sq: &Share) -> Result<Share, Chann
 }
 
 use super::compare::{ge_thresholds, inject_many};
-use super::fused::{truncate_mul, Operand};
+use super::fused::{truncate_mul, truncate_mul_pow, Operand, PowProduct};
 use super::protocol::mul_raw;
 use super::ring::RingTensor;
 
@@ -51,14 +51,15 @@ use super::ring::RingTensor;
 /// 2. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (x·c ∈ [2^61, 2^62) stays inside the
 ///    truncation's |v| < 2^62 domain), and w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2),
 ///    relative error ≤ 1/17);
-/// 3. two NR steps w ← w(2 − u·w) (relative error 5.9% → 0.35% → 1.2e−5, below the ulp 2^−16
-///    of a result ≤ 1);
+/// 3. two NR steps w ← 2w − u·w² (relative error 5.9% → 0.35% → 1.2e−5, below the ulp 2^−16
+///    of a result ≤ 1), each one round: u·w² is a power product of the freshly truncated w
+///    (`fused::truncate_mul_pow`), formed at scale 3f (≤ 2^60 for f ≤ 20) in the truncation's
+///    round, and 2w − u·w² is truncated by 2f in the next;
 /// 4. 1/x = w·2^(f−k) = w·d / 2^f.
 ///
-/// Every truncation rides in the round of the product that consumes its output
-/// (`fused::truncate_mul`): [trunc u, w₀; u·w₀] [w·(2 − uw)] [trunc w; u·w] [w·(2 − uw)]
-/// [trunc w; w·d] [trunc] — 11 rounds in all. x must be positive; x = 0 gives 0 (or one ulp),
-/// and results below 2^−f round to 0 or one ulp.
+/// Rounds: [trunc u, w₀; u·w₀²] [trunc w₁; u·w₁²] [trunc w₂; w₂·d] [trunc] — 9 in all with
+/// the normalisation. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
+/// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     reciprocal_ext(p, x, 0)
 }
@@ -66,7 +67,7 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
 /// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). Any
 /// positive x with 2f + s ≤ 61 (the result, ≤ 2^(2f+s) in the ring, is representable; the
-/// final products are split so that none passes the truncation's 2^62 bound). Same 11 rounds.
+/// final products are split so that none passes the truncation's 2^62 bound). Same 9 rounds.
 pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
     reciprocal_ext_to(p, x, s, x.frac)
 }
@@ -75,7 +76,7 @@ pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, Channel
 /// with the result at scale `f` + s: the input scale only enters the per-position constants.
 pub fn reciprocal_ext_to(p: &mut Party, x: &Share, s: u32, f: u32) -> Result<Share, ChannelError> {
     let fin = x.frac;
-    assert!(2 * f + s <= 61 && fin < 62, "reciprocal: scale {f} + {s} too large");
+    assert!(2 * f + s <= 61 && 3 * f <= 60 && fin < 62, "reciprocal: scale {f} + {s} too large");
     // 1/x = w·2^(fin−k), i.e. w's ring value times 2^(fin+s−k) at scale f + s. For k ≤ fin + s
     // that is an integer multiplier (d_hi, no truncation); above, d_lo = 2^(fin+f+s−k) and one
     // truncation by f. One factor 2^(fin+f+s−k) for all k would put w·d at 2^(f+fin+f+s−k),
@@ -85,26 +86,21 @@ pub fn reciprocal_ext_to(p: &mut Party, x: &Share, s: u32, f: u32) -> Result<Sha
     let (xc, w0, mut ds) = normalise(p, x, &[(24.0 / 17.0, 8.0 / 17.0)], &[&hi, &lo])?;
     let d_lo = ds.pop().expect("two factors");
     let d_hi = ds.pop().expect("two factors");
-    let (mut t, mut uw) = truncate_mul(p, &[(&xc, 61 - f), (&w0, 61 - f)], &[(Operand::t(0), Operand::t(1))])?;
-    let mut w = t.pop().expect("two truncations");
+    let square = |a| PowProduct { a, b: 0, k: 2 };
+    let (mut t, _, mut uw2) = truncate_mul_pow(p, &[(&w0, 61 - f), (&xc, 61 - f)], &[], &[square(Operand::t(1))])?;
     let u = t.pop().expect("two truncations");
-    let mut uw = uw.pop().expect("one product");
-    // Each step: 2 − u·w at scale 2f (no truncation), w·(2 − u·w) at 3f (|·| < 2^50)
-    // truncated by 2f in the round of the next product with the new w.
-    let two = p.public_term(super::fixed::encode(2.0, 2 * f));
+    let mut w = t.pop().expect("two truncations");
+    // Each step: 2w − u·w² at scale 3f (≤ 2^60: w ≤ 1/u ≤ 1 after the first step, w₀ < 0.95),
+    // truncated by 2f in the round of the next product of the new w.
     for step in 0..2 {
-        let e = Share { ring: uw.ring.neg().add_scalar(two), frac: 2 * f };
-        let we = mul_raw(p, &w, &e)?;
-        let next: Vec<(Operand, Operand)> = if step == 0 {
-            vec![(Operand::Ready(&u), Operand::t(0))]
-        } else {
-            vec![(Operand::Ready(&d_hi), Operand::t(0)), (Operand::Ready(&d_lo), Operand::t(0))]
-        };
-        let (mut tw, mut pr) = truncate_mul(p, &[(&we, 2 * f)], &next)?;
-        w = tw.pop().expect("one truncation");
+        let z = Share { ring: w.ring.scale(2u64 << (2 * f)).sub(&uw2.pop().expect("one power product").ring), frac: 3 * f };
         if step == 0 {
-            uw = pr.pop().expect("one product");
+            let (mut tw, _, pw) = truncate_mul_pow(p, &[(&z, 2 * f)], &[], &[square(Operand::Ready(&u))])?;
+            w = tw.pop().expect("one truncation");
+            uw2 = pw;
         } else {
+            let next = [(Operand::Ready(&d_hi), Operand::t(0)), (Operand::Ready(&d_lo), Operand::t(0))];
+            let (_, mut pr) = truncate_mul(p, &[(&z, 2 * f)], &next)?;
             let wd_lo = pr.pop().expect("two products");
             let wd_hi = pr.pop().expect("two products");
             let low = truncate(p, &Share { ring: wd_lo.ring, frac: f + f }, f)?;
@@ -184,14 +180,16 @@ fn normalise(
 /// 1/√x for shared positive x, by the same normalisation: x = u·2^(k−f), u ∈ [1, 2), so
 /// 1/√x = (1/√u)·2^(−(k−f)/2), the second factor a public constant per leading-bit position.
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
-/// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 1.8e−6,
-/// below the output resolution at 18 fractional bits). 5 + 5 + 1 = 11 rounds.
+/// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 2e−6,
+/// below the output resolution at 18 fractional bits), one round each (see `rsqrt_parts`).
+/// 5 + 3 + 1 = 9 rounds.
 ///
 /// A piecewise-linear guess on eight segments of [1, 2) (`normalise` takes one line per
 /// segment; the segment costs 8 comparisons per position instead of 1, no rounds) reaches
-/// 6.7e−4 and needs one Newton step (9 rounds), but on BERT-base it added as many bytes as it
-/// saved rounds (−48 rounds, +25 MB per party at seq 128; +8 MB, +14%, on BERT-mini): a wash on
-/// the WAN profile and a loss on the LAN one, so the single line stays.
+/// 6.7e−4 and would save one more Newton step, but on BERT-base it added as many bytes as it
+/// saved rounds (−48 rounds, +25 MB per party at seq 128; +8 MB, +14%, on BERT-mini, measured
+/// with the earlier two-round steps): a wash on the WAN profile and a loss on the LAN one, so
+/// the single line stays.
 pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     rsqrt_scaled(p, x, 1.0)
 }
@@ -207,67 +205,64 @@ pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelEr
 /// constant) is formed and truncated inside the Newton iterations' rounds, and its product with
 /// the converged 1/√u rides in the last truncation's round; one more round truncates it.
 /// LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real
-/// terms. 11 rounds.
+/// terms. 9 rounds.
 pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, c: f64, v: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
     let (_, z) = rsqrt_parts(p, x, c, Some(v))?;
     truncate(p, &z, f)
 }
 
-/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 10 rounds: normalisation (5),
-/// then five rounds, each truncation fused with the products of its output:
-/// [trunc u, y₀; y₀², u·y₀ (and v·d)] [trunc y², u·y (and v·d); u·y·y²]
-/// [trunc y₁ = (3y₀ − u·y₀³)/2; y₁², u·y₁] [trunc; u·y₁·y₁²] [trunc y₂; y₂·d or (v·d)·y₂].
+/// Scale of the iterate y in `rsqrt_parts`' cubes: u·y³ sits at f + 3g, which must stay
+/// below 2^61 with u·y³ < 1 and (3y − u·y³)/2 ≤ 1 one bit higher; 14 at f = 18, 13 at f = 20.
+fn rsqrt_cube_scale(f: u32) -> u32 {
+    f.min((60 - f) / 3)
+}
+
+/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 8 rounds: normalisation (5),
+/// then three rounds, each truncation fused with the products of its output:
+/// [trunc u, y₀; u·y₀³ (and v·d)] [trunc y₁ (and v·d); u·y₁³] [trunc y₂; y₂·d or (v·d)·y₂].
+/// Each Newton step y ← (3y − u·y³)/2 is one round: u·y³ is a power product of the freshly
+/// truncated y (`fused::truncate_mul_pow`). The iterates enter it at a coarser scale g
+/// (`rsqrt_cube_scale`, 2^−14 at f = 18), both in 3y and in u·y³: the Newton map's derivative
+/// vanishes at its fixed point, so that rounding is squared away with the iterate's own error
+/// (1.1e−3 + 6e−5 before the last step, 2e−6 after it); u stays at scale f.
 /// Returns 1/√u and the untruncated product (scale 2f) of it with d, or with trunc(v ∘ d)
 /// per row when `v` is given.
 fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
     let f = x.frac;
+    let g = rsqrt_cube_scale(f);
+    let hi = f + 3 * g;
     let factor = |k: u32| super::fixed::encode(c * rsqrt_factor(k as i32 - f as i32), f);
     let (xc, y0, mut ds) = normalise(p, x, &[(1.2740, 0.2929)], &[&factor])?;
     let d = ds.pop().expect("one factor");
-    // [trunc u, y₀; y₀², u·y₀ (and v·d)]
-    let mut prods = vec![(Operand::t(1), Operand::t(1)), (Operand::t(0), Operand::t(1))];
-    if let Some(v) = v {
-        prods.push((Operand::Ready(v), Operand::Ready(&d)));
+    let cube = |a| PowProduct { a, b: 0, k: 3 };
+    // [trunc y₀ (to g), u (to f); u·y₀³ (and v·d)]
+    let vd_prod: Vec<(Operand, Operand)> = v.map(|v| (Operand::Ready(v), Operand::Ready(&d))).into_iter().collect();
+    let (mut t, mut pr, mut uy3) = truncate_mul_pow(p, &[(&y0, 61 - g), (&xc, 61 - f)], &vd_prod, &[cube(Operand::t(1))])?;
+    let u = t.pop().expect("two truncations");
+    let mut y = t.pop().expect("two truncations");
+    let vd_raw = pr.pop();
+    // (3y − u·y³)/2 at scale hi + 1: 3y at g brought to hi, the halving folded into the scale.
+    let newton = |y: &Share, uy3: Share| Share { ring: y.ring.scale(3u64 << (hi - g)).sub(&uy3.ring), frac: hi + 1 };
+    let z1 = newton(&y, uy3.pop().expect("one power product"));
+    // [trunc y₁ (to g) (and v·d); u·y₁³]
+    let mut tr: Vec<(&Share, u32)> = vec![(&z1, hi + 1 - g)];
+    if let Some(r) = vd_raw.as_ref() {
+        tr.push((r, f));
     }
-    let (t, mut pr) = truncate_mul(p, &[(&xc, 61 - f), (&y0, 61 - f)], &prods)?;
-    let u = t[0].clone();
-    let mut y = t[1].clone();
-    let vd_raw = if v.is_some() { pr.pop() } else { None };
-    let (mut yy, mut uy) = (pr.remove(0), pr.remove(0));
-    let mut vd: Option<Share> = None;
-    for step in 0..2 {
-        // [trunc y², u·y (and v·d in the first step); their product u·y³]
-        let mut tr: Vec<(&Share, u32)> = vec![(&yy, f), (&uy, f)];
-        if let (0, Some(r)) = (step, vd_raw.as_ref()) {
-            tr.push((r, f));
-        }
-        let (mut t, mut pr) = truncate_mul(p, &tr, &[(Operand::t(1), Operand::t(0))])?;
-        if t.len() == 3 {
-            vd = t.pop();
-        }
-        let uy3 = pr.pop().expect("one product");
-        // y ← (3y − u·y³)/2, truncated with the products of the new y: the next step's y², u·y,
-        // or after the last step its product with d (or v·d, per row). 3y − u·y³ at scale 2f
-        // is (3y − u·y³)/2 at scale 2f + 1.
-        let z = Share { ring: y.ring.scale(3u64 << f).sub(&uy3.ring), frac: 2 * f + 1 };
-        let next: Vec<(Operand, Operand)> = match (step, &vd) {
-            (0, _) => vec![(Operand::t(0), Operand::t(0)), (Operand::Ready(&u), Operand::t(0))],
-            (_, Some(vd)) => vec![(Operand::Ready(vd), Operand::t(0))],
-            (_, None) => vec![(Operand::Ready(&d), Operand::t(0))],
-        };
-        let (mut ty, mut pr) = truncate_mul(p, &[(&z, f + 1)], &next)?;
-        y = ty.pop().expect("one truncation");
-        if step == 0 {
-            uy = pr.pop().expect("two products");
-            yy = pr.pop().expect("two products");
-        } else {
-            let mut out = pr.pop().expect("one product");
-            out.frac = 2 * f;
-            return Ok((y, out));
-        }
-    }
-    unreachable!("the second step returns")
+    let (mut t, _, mut uy3) = truncate_mul_pow(p, &tr, &[], &[cube(Operand::Ready(&u))])?;
+    let vd = if t.len() == 2 { t.pop() } else { None };
+    y = t.pop().expect("one truncation");
+    let z2 = newton(&y, uy3.pop().expect("one power product"));
+    // [trunc y₂ (to f); y₂·d, or (v·d)·y₂ per row]
+    let next = match &vd {
+        Some(vd) => (Operand::Ready(vd), Operand::t(0)),
+        None => (Operand::Ready(&d), Operand::t(0)),
+    };
+    let (mut ty, mut pr) = truncate_mul(p, &[(&z2, hi + 1 - f)], &[next])?;
+    let mut out = pr.pop().expect("one product");
+    out.frac = 2 * f;
+    Ok((ty.pop().expect("one truncation"), out))
 }
 
 /// Sum over the last axis (local), [rows, L] → [rows].
@@ -318,7 +313,8 @@ fn two_quad_extra(f: u32) -> u32 {
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
 /// private inference has no padding keys). The square stays untruncated at scale 2f and is
-/// normalised there (`normalise_rows`). 14 rounds: square 1, normalisation 13.
+/// normalised there (`normalise_rows`). 12 rounds: square 1, normalisation 11 (reciprocal 9,
+/// product 2).
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
     let q = super::protocol::square_raw(p, &Share { ring: s.ring.add_scalar(shift), frac: s.frac })?;
@@ -329,7 +325,7 @@ pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError>
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
 /// With inv = 1/(Σ relu + ε) (at f + 8 bits) the numerator's ε/L·inv is inv_ring/L at the
-/// product's scale, added at 20 extra bits and removed by the product's single truncation. 18 rounds (relu 5, reciprocal 11, product 2).
+/// product's scale, added at 20 extra bits and removed by the product's single truncation. 16 rounds (relu 5, reciprocal 9, product 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let f = s.frac;
     let r = super::compare::relu(p, s)?;
@@ -492,8 +488,8 @@ pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 }
 
 /// Softmax over the last axis with max subtraction: m = row max, e = exp(x − m) (x − m ≤ 0, the
-/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·(tournament steps) + 14 + 11 + 2
-/// (L = 128: 42). Unpadded rows (batch-1 private inference).
+/// largest term is e⁰ = 1, so Σe ∈ [1, L]), out = e·(1/Σe). Rounds: 5·(tournament steps) + 14 + 9 + 2
+/// (L = 128: 40). Unpadded rows (batch-1 private inference).
 pub fn softmax(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let m = row_max(p, s)?;
     let d = Share { ring: s.ring.sub(&broadcast_rows(&m, &s.ring.shape).ring), frac: s.frac };

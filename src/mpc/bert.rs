@@ -105,8 +105,8 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
 /// `shift`) and the values `vh` (per head [L, dh]): per head (q·V)·(1/Σq) with q = (s + c)²,
 /// instead of (q·(1/Σq))·V — the normalisation is applied to the [L, dh] context, not to the
 /// [L, L] probabilities, which saves one L×L opening per head (the product with the row
-/// factors and its truncation now run on L×dh values) at the same 16 rounds:
-/// [trunc scores; square] (softmax) [trunc q] [q·V] (attention) … reciprocal of Σq (11) …
+/// factors and its truncation now run on L×dh values) at the same 14 rounds:
+/// [trunc scores; square] (softmax) [trunc q] [q·V] (attention) … reciprocal of Σq (9) …
 /// [trunc q·V; its product with 1/Σq] [trunc]. q·V is formed from q truncated to scale f:
 /// |Σ q·v| < 2^(62 − 2f) in real terms (2^26 at f = 18), and the context values |Σ P·v| < 2^9.
 fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Share]) -> Result<Vec<Share>, PrivateModelError> {

@@ -66,6 +66,24 @@ pub enum Request {
     /// of the group a daBit t (arithmetic and XOR), per member i a uniform aᵢ, and for every
     /// subset S of member i's k − 1 literals the products t_S (|S| ≥ 2) and t_S·aᵢ (|S| ≥ 1).
     Tournament { n: usize, k: usize },
+    /// Product of a factor with the k-th power of a recent truncation output t (`back` as in
+    /// `TruncMul`; n elements each, 1 ≤ k ≤ [`TRUNC_POW_MAX_K`]), for `fused::truncate_mul_pow`.
+    /// tᵏ is linear in the monomials M(k) of the truncation's secrets (rt, msb): rt¹…rtᵏ, then
+    /// msb·rt⁰…msb·rtᵏ⁻¹ (msb² = msb), 2k in all ([`trunc_pow_monomials`]). The factor is a
+    /// ready value (`with` = None: a mask β, then shares of M(k) and β·M(k)) or another recent
+    /// truncation output (`with` = Some(back_a): shares of M(k), rt_a·M(k) and msb_a·M(k)).
+    TruncPow { n: usize, back: usize, k: u32, with: Option<usize> },
+}
+
+/// Largest power of [`Request::TruncPow`].
+pub const TRUNC_POW_MAX_K: u32 = 4;
+
+/// The 2k monomials of a truncation's (rt, msb) that tᵏ is linear in, element i, monomial-major
+/// order: rt¹…rtᵏ, msb·rt⁰…msb·rtᵏ⁻¹.
+pub fn trunc_pow_monomials(rt: u64, msb: u64, k: u32) -> impl Iterator<Item = u64> {
+    let pure = (1..=k).map(move |e| rt.wrapping_pow(e));
+    let with_msb = (0..k).map(move |e| msb.wrapping_mul(rt.wrapping_pow(e)));
+    pure.chain(with_msb)
 }
 
 /// How many truncations the dealer remembers for `TruncMul`/`TruncPair`: the most one fused
@@ -158,6 +176,8 @@ impl Request {
             Request::VecMask { id, n } => (17, id, n as u64, 0),
             Request::SquareVecMul { id, rows, n } => (18, id, rows as u64, n as u64),
             Request::Tournament { n, k } => (19, n as u64, k as u64, 0),
+            // `with` travels as back_a + 1 in the second byte of the back word (0: a ready factor).
+            Request::TruncPow { n, back, k, with } => (20, n as u64, back as u64 | (with.map_or(0, |a| a as u64 + 1) << 8), k as u64),
         };
         to_bytes(&[tag, a, b, c])
     }
@@ -187,6 +207,16 @@ impl Request {
                 k @ 2..=TOURNAMENT_MAX_K => Request::Tournament { n: v[1] as usize, k },
                 k => return Err(ChannelError::Malformed(format!("tournament groups of {k} (2 to {TOURNAMENT_MAX_K})"))),
             },
+            20 => {
+                let (back, with) = ((v[2] & 0xff) as usize, (v[2] >> 8) as usize);
+                if back >= RECENT_TRUNCS || with > RECENT_TRUNCS || v[2] >> 16 != 0 {
+                    return Err(ChannelError::Malformed(format!("truncation power against truncations {back}/{with} (the dealer keeps {RECENT_TRUNCS})")));
+                }
+                if v[3] == 0 || v[3] > TRUNC_POW_MAX_K as u64 {
+                    return Err(ChannelError::Malformed(format!("truncation power {} (1 to {TRUNC_POW_MAX_K})", v[3])));
+                }
+                Request::TruncPow { n: v[1] as usize, back, k: v[3] as u32, with: with.checked_sub(1) }
+            }
             t => return Err(ChannelError::Malformed(format!("unknown dealer request tag {t}"))),
         })
     }
@@ -203,6 +233,8 @@ impl Request {
             Request::InjectMany { n, m } => 2 * n * m,
             Request::TruncMul { n, .. } => 2 * n,
             Request::TruncPair { n, .. } => 4 * n,
+            Request::TruncPow { n, k, with: None, .. } => 4 * k as usize * n,
+            Request::TruncPow { n, k, with: Some(_), .. } => 6 * k as usize * n,
             Request::VecMask { .. } => 0,
             Request::SquareVecMul { rows, n, .. } => 2 * rows * n,
             Request::Tournament { n, k } => {
@@ -319,6 +351,41 @@ impl Dealer {
                     let k = out.len();
                     out.extend((0..n).map(|i| x[i].wrapping_mul(y[i]).wrapping_sub(s0.data[k + i])));
                 }
+                out
+            }
+            Request::TruncPow { n, back, k, with } => {
+                let m = 2 * k as usize;
+                let beta = with.is_none().then(|| self.prg0.ring(&[n]).add(&self.prg1.ring(&[n])));
+                let s0 = self.prg0.ring(&[if with.is_none() { 2 * m * n } else { 3 * m * n }]);
+                let Some((rt, msb)) = self.recent_truncs.get(back) else { return vec![] };
+                let other = match with {
+                    Some(a) => match self.recent_truncs.get(a) {
+                        Some(t) => Some(t),
+                        None => return vec![],
+                    },
+                    None => None,
+                };
+                if rt.len() != n || other.is_some_and(|(rta, _)| rta.len() != n) {
+                    return vec![];
+                }
+                // Monomial-major: value j of element i at j·n + i.
+                let mono: Vec<Vec<u64>> = (0..n).map(|i| trunc_pow_monomials(rt[i], msb[i], k).collect()).collect();
+                let mut out = Vec::with_capacity(s0.len());
+                let mut block = |fac: &dyn Fn(usize) -> u64| {
+                    for j in 0..m {
+                        out.extend((0..n).map(|i| fac(i).wrapping_mul(mono[i][j])));
+                    }
+                };
+                block(&|_| 1);
+                match (beta.as_ref(), other) {
+                    (Some(b), _) => block(&|i| b.data[i]),
+                    (None, Some((rta, ma))) => {
+                        block(&|i| rta[i]);
+                        block(&|i| ma[i]);
+                    }
+                    (None, None) => unreachable!("a factor either way"),
+                }
+                out.iter_mut().zip(&s0.data).for_each(|(o, s)| *o = o.wrapping_sub(*s));
                 out
             }
             Request::Square { n } => {
@@ -693,6 +760,13 @@ impl DealerLink {
                 let a = if p0 { prg.ring(&[4 * n]) } else { RingTensor::new(&[4 * n], corr.unwrap_or_default()) };
                 Material { a, b: empty(), c: empty() }
             }
+            // (β or ∅, [M(k) ; β·M(k)] or [M(k) ; rt_a·M(k) ; msb_a·M(k)], ∅), monomial-major.
+            Request::TruncPow { n, k, with, .. } => {
+                let a = if with.is_none() { prg.ring(&[n]) } else { empty() };
+                let len = if with.is_none() { 4 } else { 6 } * k as usize * n;
+                let b = if p0 { prg.ring(&[len]) } else { RingTensor::new(&[len], corr.unwrap_or_default()) };
+                Material { a, b, c: empty() }
+            }
             // (∅, the seed kᵢ as two words, ∅)
             Request::EmbedSeed => Material { a: empty(), b: prg.ring(&[2]), c: empty() },
             // (∅, ∅, Cᵢ [m,H]); the caller expands Aᵢ from its seed.
@@ -722,6 +796,34 @@ mod tests {
             let err = Request::decode(&msg).unwrap_err().to_string();
             assert!(err.contains("tournament groups of"), "{err}");
         }
+    }
+
+    #[test]
+    fn truncation_power_requests_round_trip_and_bad_fields_are_refused() {
+        for with in [None, Some(0), Some(RECENT_TRUNCS - 1)] {
+            for (back, k) in [(0, 1), (RECENT_TRUNCS - 1, TRUNC_POW_MAX_K), (2, 3)] {
+                let r = Request::TruncPow { n: 129, back, k, with };
+                assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+            }
+        }
+        for (back_word, k, want) in [
+            (RECENT_TRUNCS as u64, 2, "truncation power against"),
+            ((RECENT_TRUNCS as u64 + 1) << 8, 2, "truncation power against"),
+            (1 << 16, 2, "truncation power against"),
+            (0, 0, "truncation power 0"),
+            (0, TRUNC_POW_MAX_K as u64 + 1, "truncation power 5"),
+        ] {
+            let err = Request::decode(&to_bytes(&[20, 5, back_word, k])).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    /// The monomials tᵏ is linear in, in the documented order, with msb² = msb folded.
+    #[test]
+    fn truncation_power_monomials_in_order() {
+        let (rt, m) = (7u64, 1u64);
+        assert_eq!(trunc_pow_monomials(rt, m, 3).collect::<Vec<_>>(), vec![7, 49, 343, 1, 7, 49]);
+        assert_eq!(trunc_pow_monomials(rt, 0, 2).collect::<Vec<_>>(), vec![7, 49, 0, 0]);
     }
 
     /// Pairs are numbered in the (a, b) loop order the callers build their differences in, and

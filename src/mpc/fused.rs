@@ -15,6 +15,13 @@
 //!
 //! Operands may be affine in a truncation output (α·t + κ, public α and κ), which covers the
 //! linear initial guesses and "2 − u·w"-style forms of the Newton iterations.
+//!
+//! Powers work the same way ([`truncate_mul_pow`]): with msb² = msb, tᵏ = (Q + w)ᵏ is Qᵏ plus a
+//! combination, with coefficients public after the opening, of the 2k monomials rt¹…rtᵏ and
+//! msb·rt⁰…msb·rtᵏ⁻¹, which the dealer shares (`Request::TruncPow`, with their products by the
+//! other factor's secrets). So u·y² or u·y³ of a freshly truncated y costs no extra round: a
+//! Newton step for 1/x or 1/√x is one round. The dealer's material grows with k (4k or 6k
+//! words per element), which is negligible for the per-row values these steps run on.
 
 use super::channel::ChannelError;
 use super::dealer::{Material, Request};
@@ -73,6 +80,53 @@ pub fn truncate_mul(
     truncs: &[(&Share, u32)],
     prods: &[(Operand, Operand)],
 ) -> Result<(Vec<Share>, Vec<Share>), ChannelError> {
+    let (t, pr, _) = truncate_mul_pow(p, truncs, prods, &[])?;
+    Ok((t, pr))
+}
+
+/// A power product of [`truncate_mul_pow`]: `a`·tᵏ for the output t of the round's `b`-th
+/// truncation, with `a` a ready share or (`Operand::t(i)`) another truncation output of the
+/// round, elementwise (same length, no affine forms).
+#[derive(Clone, Copy)]
+pub struct PowProduct<'a> {
+    pub a: Operand<'a>,
+    pub b: usize,
+    pub k: u32,
+}
+
+/// Binomial coefficient C(n, k) for the small powers of [`PowProduct`].
+fn binom(n: u32, k: u32) -> u64 {
+    (0..k).fold(1u64, |acc, i| acc * (n - i) as u64 / (i + 1) as u64)
+}
+
+/// Public coefficients of tᵏ = (Q + w)ᵏ, w = −rt + s·msb (s = σ·2^(63−f)), over 1 and the
+/// monomials of `dealer::trunc_pow_monomials`: (Qᵏ, [coefficient of each monomial]). With
+/// msb² = msb, wʲ = (−rt)ʲ + msb·Σ_{i≥1} C(j,i)(−rt)^(j−i) sⁱ, so rtᵉ carries C(k,e)Q^(k−e)(−1)ᵉ
+/// and msb·rtᵉ carries (−1)ᵉ Σ_{j>e} C(k,j) Q^(k−j) C(j,e) s^(j−e).
+fn pow_coeffs(q: u64, s: u64, k: u32) -> (u64, Vec<u64>) {
+    let neg = |e: u32, v: u64| if e % 2 == 1 { v.wrapping_neg() } else { v };
+    let pure = (1..=k).map(|e| neg(e, binom(k, e).wrapping_mul(q.wrapping_pow(k - e))));
+    let with_msb = (0..k).map(|e| {
+        let sum = (e + 1..=k).fold(0u64, |acc, j| {
+            acc.wrapping_add(binom(k, j).wrapping_mul(q.wrapping_pow(k - j)).wrapping_mul(binom(j, e)).wrapping_mul(s.wrapping_pow(j - e)))
+        });
+        neg(e, sum)
+    });
+    (q.wrapping_pow(k), pure.chain(with_msb).collect())
+}
+
+/// [`truncate_mul`] plus power products a·tᵏ (`pows`), still one round: tᵏ needs no opening (its
+/// public coefficients become known with the truncation's opening, and the dealer supplies the
+/// monomials of the truncation's secrets, `Request::TruncPow`), a ready `a` one opened word per
+/// element. Returns (truncations, products, power products); a power product's scale is
+/// scale(a) + k·scale(t). A Newton step that needs u·y² or u·y³ of a freshly truncated y is
+/// thereby one round instead of two or three.
+pub fn truncate_mul_pow(
+    p: &mut Party,
+    truncs: &[(&Share, u32)],
+    prods: &[(Operand, Operand)],
+    pows: &[PowProduct],
+) -> Result<(Vec<Share>, Vec<Share>, Vec<Share>), ChannelError> {
     let nt = truncs.len();
     assert!(nt <= super::dealer::RECENT_TRUNCS, "truncate_mul: {nt} truncations in one round; the dealer keeps {}", super::dealer::RECENT_TRUNCS);
     let mut tmats = Vec::with_capacity(nt);
@@ -112,6 +166,24 @@ pub fn truncate_mul(
         };
         pmats.push(p.preprocessing(req)?);
     }
+    let mut wmats: Vec<Material> = Vec::with_capacity(pows.len());
+    for pw in pows {
+        let n = truncs[pw.b].0.ring.len();
+        assert!(pw.k >= 1 && pw.k <= super::dealer::TRUNC_POW_MAX_K, "truncate_mul_pow: power {}", pw.k);
+        let with = match pw.a {
+            Operand::Ready(x) => {
+                assert_eq!(x.ring.len(), n, "truncate_mul_pow: {} values against {n}", x.ring.len());
+                None
+            }
+            Operand::Trunc { idx, scale: 1, offset: 0 } => {
+                assert_eq!(truncs[idx].0.ring.len(), n, "truncate_mul_pow: truncations of different lengths");
+                assert_ne!(idx, pw.b, "truncate_mul_pow: t·tᵏ is the power k + 1");
+                Some(nt - 1 - idx)
+            }
+            Operand::Trunc { .. } => panic!("truncate_mul_pow: affine truncation operands are not supported"),
+        };
+        wmats.push(p.preprocessing(Request::TruncPow { n, back: nt - 1 - pw.b, k: pw.k, with })?);
+    }
     // Truncation openings from bit f − 1 up (`protocol::truncate`), the products' in full.
     let mut masked: Vec<(RingTensor, u32)> = truncs
         .iter()
@@ -124,6 +196,11 @@ pub fn truncate_mul(
         }
         if let Operand::Ready(y) = b {
             masked.push((y.ring.sub(&RingTensor::new(&y.ring.shape, m.b.data.clone())), 0));
+        }
+    }
+    for (pw, m) in pows.iter().zip(&wmats) {
+        if let Operand::Ready(x) = pw.a {
+            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0));
         }
     }
     let opened = open_many_high(p, &masked.iter().map(|(x, k)| (x, *k)).collect::<Vec<_>>())?;
@@ -224,5 +301,51 @@ pub fn truncate_mul(
         };
         products.push(Share { ring: RingTensor::new(&shape, data), frac });
     }
-    Ok((tshares, products))
+    let mut powers = Vec::with_capacity(pows.len());
+    for (pw, m) in pows.iter().zip(&wmats) {
+        let ob = &outs[pw.b];
+        let n = ob.q.len();
+        let nm = 2 * pw.k as usize;
+        // Monomial j of element i in block `blk` of the dealer's material.
+        let mono = |blk: usize, j: usize, i: usize| m.b.data[(blk * nm + j) * n + i];
+        let e = match pw.a {
+            Operand::Ready(_) => {
+                next += 1;
+                Some(&opened[next - 1])
+            }
+            Operand::Trunc { .. } => None,
+        };
+        let data: Vec<u64> = (0..n)
+            .map(|i| {
+                let (qk, cf) = pow_coeffs(ob.q[i], ob.sigma[i].wrapping_mul(ob.c), pw.k);
+                // Σ_j cf_j·[block blk's monomial j]
+                let lin = |blk: usize| cf.iter().enumerate().fold(0u64, |acc, (j, &c)| acc.wrapping_add(c.wrapping_mul(mono(blk, j, i))));
+                // [tᵏ] = Qᵏ (public) + lin(0).
+                let tk = lin(0);
+                match (pw.a, e) {
+                    // a = E + β: a·tᵏ = E·Qᵏ + E·lin(0) + Qᵏ·[β] + Σ cf·[β·M].
+                    (Operand::Ready(_), Some(e)) => pt(e.data[i].wrapping_mul(qk))
+                        .wrapping_add(e.data[i].wrapping_mul(tk))
+                        .wrapping_add(qk.wrapping_mul(m.a.data[i]))
+                        .wrapping_add(lin(1)),
+                    // a = Q_a + w_a, w_a = −rt_a + s_a·msb_a: Q_a·tᵏ + Qᵏ·[w_a] + Σ cf·(s_a·[msb_a·M] − [rt_a·M]).
+                    (Operand::Trunc { idx, .. }, _) => {
+                        let oa = &outs[idx];
+                        let sa = oa.sigma[i].wrapping_mul(oa.c);
+                        pt(oa.q[i].wrapping_mul(qk))
+                            .wrapping_add(oa.q[i].wrapping_mul(tk))
+                            .wrapping_add(qk.wrapping_mul(oa.w(i)))
+                            .wrapping_add(sa.wrapping_mul(lin(2)).wrapping_sub(lin(1)))
+                    }
+                    (Operand::Ready(_), None) => unreachable!("a ready factor was opened"),
+                }
+            })
+            .collect();
+        let frac = match pw.a {
+            Operand::Ready(x) => x.frac,
+            Operand::Trunc { idx, .. } => outs[idx].frac,
+        } + pw.k * ob.frac;
+        powers.push(Share { ring: RingTensor::new(&truncs[pw.b].0.ring.shape, data), frac });
+    }
+    Ok((tshares, products, powers))
 }

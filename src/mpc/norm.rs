@@ -1,11 +1,11 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 14 rounds per call:
+//! secret-shared model weights. Mirrors `model/norm.rs`. 12 rounds per call:
 //! mean 1; (x − μ)² and (x − μ)·γ from one opening of x − μ (γ carries a fixed mask opened
 //! once per model, `protocol::square_and_vec_mul`) and one batched truncation (the γ product
-//! does not wait for the statistics); then `rsqrt_scaled_times` 11: normalisation 5,
-//! two Newton steps with every truncation fused into the round of the next product — with
-//! (x − μ)·γ times the per-leading-bit constant riding along in the first step's rounds, and
+//! does not wait for the statistics); then `rsqrt_scaled_times` 9: normalisation 5,
+//! two Newton steps of one round each (u·y³ as a power product fused with y's truncation) —
+//! with (x − μ)·γ times the per-leading-bit constant riding along in the first two rounds, and
 //! its product with 1/√u in the last truncation's round — and one final truncation. The 1/H of the variance is folded into
 //! the public constants (√H/√(Σ(x − μ)² + H·ε) = 1/√(σ² + ε)).
 
