@@ -285,6 +285,65 @@ proptest! {
     }
 }
 
+/// A rider's openings travel in another protocol's rounds (`Party::attach_rider`): x truncated
+/// by f and multiplied block by block with ys (`protocol::TruncMatmul`) while a reciprocal runs
+/// gives products within the truncation's error of the plaintext ones, leaves the reciprocal's
+/// result and its 9 rounds unchanged, and books its bytes to its own class; with nothing to
+/// ride on, detaching gives it two rounds of its own.
+#[test]
+fn rider_travels_in_another_protocols_rounds() {
+    use mpcformer::mpc::protocol::TruncMatmul;
+    let (blocks, m, k, n) = (3usize, 4usize, 5usize, 2usize);
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+    // x at scale 2F (|x| < 2^8 in real terms), ys at scale F (|y| < 4).
+    let xv: Vec<u64> = (0..blocks * m * k).map(|_| ((next() >> 23) as i64 - (1i64 << 40)) as u64).collect();
+    let yv: Vec<Vec<u64>> = (0..blocks).map(|_| (0..k * n).map(|_| ((next() >> 46) as i64 - (1i64 << 17)) as u64).collect()).collect();
+    let recip_in: Vec<f64> = vec![0.01, 1.0, 3.5, 700.0];
+    let rx = fx(&recip_in);
+    let (xs, ysh, rs) = (shares(&RingTensor::new(&[blocks * m, k], xv.clone())), yv.iter().map(|y| shares(&RingTensor::new(&[k, n], y.clone()))).collect::<Vec<_>>(), shares(&rx));
+    let ((o0, p0), (o1, _), _) = run_local(move |p| {
+        let x = Share { ring: xs[p.id].clone(), frac: 2 * F };
+        let ys: Vec<Share> = ysh.iter().map(|y| Share { ring: y[p.id].clone(), frac: F }).collect();
+        let rider = TruncMatmul::new(p, &x, F, ys.clone(), LayerClass::Attention).unwrap();
+        p.attach_rider(Box::new(rider));
+        let inv = mpcformer::mpc::approx::reciprocal(p, &Share { ring: rs[p.id].clone(), frac: F }).unwrap();
+        let riding = p.detach_rider::<TruncMatmul>().unwrap().products;
+        let rounds = p.totals().rounds;
+        let rider = TruncMatmul::new(p, &x, F, ys, LayerClass::Attention).unwrap();
+        p.attach_rider(Box::new(rider));
+        let alone = p.detach_rider::<TruncMatmul>().unwrap().products;
+        let ring = |v: Vec<Share>| v.into_iter().map(|s| s.ring).collect::<Vec<_>>();
+        (inv.ring, ring(riding), ring(alone), rounds)
+    });
+    assert_eq!(o0.3, 9, "the reciprocal's rounds, with the rider's two openings inside them");
+    assert_eq!(p0.totals().rounds, 9 + 2, "then the rider alone: two rounds of its own");
+    assert!(p0.stats[&LayerClass::Attention].bytes_sent > 0 && p0.stats[&LayerClass::Attention].rounds == 2);
+    let inv = o0.0.add(&o1.0);
+    for (i, &v) in recip_in.iter().enumerate() {
+        let (got, want) = (decode(inv.data[i], F), 1.0 / decode(rx.data[i], F));
+        assert!((got - want).abs() <= (2e-3 * want).max(3.0 * 2f64.powi(-(F as i32))), "1/{v}: {got} vs {want}");
+    }
+    for (prods0, prods1) in [(&o0.1, &o1.1), (&o0.2, &o1.2)] {
+        for b in 0..blocks {
+            let z = prods0[b].add(&prods1[b]);
+            for i in 0..m {
+                for d in 0..n {
+                    // Σ_j t_ij·y_jd with |t_ij − x_ij/2^F| < 1.25: within 1.25·Σ|y_jd| ring units.
+                    let (mut want, mut tol) = (0f64, 0f64);
+                    for j in 0..k {
+                        let y = yv[b][j * n + d] as i64 as f64;
+                        want += (xv[(b * m + i) * k + j] as i64 as f64) / 2f64.powi(F as i32) * y;
+                        tol += 1.25 * y.abs();
+                    }
+                    let got = z.data[i * n + d] as i64 as f64;
+                    assert!((got - want).abs() <= tol, "block {b} ({i}, {d}): {got} vs {want} ± {tol}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn private_reciprocal_over_a_wide_range() {
     // 1e-3 … 3e4 (CrypTen's default reciprocal breaks above ~253).

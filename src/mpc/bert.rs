@@ -18,7 +18,7 @@ use super::fixed::encode;
 use super::norm::layer_norm;
 use super::party::{Party, Share};
 use super::protocol::{
-    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_vector, prepare_weight, truncate_many, VecShare, WeightShare,
+    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_vector, prepare_weight, truncate_many, TruncMatmul, VecShare, WeightShare,
 };
 use super::ring::RingTensor;
 use crate::model::{BertConfig, HiddenAct, SoftmaxAct};
@@ -105,8 +105,9 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
 /// `shift`) and the values `vh` (per head [L, dh]): per head (q·V)·(1/Σq) with q = (s + c)²,
 /// instead of (q·(1/Σq))·V — the normalisation is applied to the [L, dh] context, not to the
 /// [L, L] probabilities, which saves one L×L opening per head (the product with the row
-/// factors and its truncation now run on L×dh values) at the same 14 rounds:
-/// [trunc scores; square] (softmax) [trunc q] [q·V] (attention) … reciprocal of Σq (9) …
+/// factors and its truncation now run on L×dh values), in 12 rounds:
+/// [trunc scores; square] (softmax) … reciprocal of Σq (9), with [trunc q] and [q·V] riding in
+/// its first two rounds (`protocol::TruncMatmul`; they do not depend on it) …
 /// [trunc q·V; its product with 1/Σq] [trunc]. q·V is formed from q truncated to scale f:
 /// |Σ q·v| < 2^(62 − 2f) in real terms (2^26 at f = 18), and the context values |Σ P·v| < 2^9.
 fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Share]) -> Result<Vec<Share>, PrivateModelError> {
@@ -121,18 +122,15 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
     let q = q.pop().expect("one product");
     let sums = row_sums(&q);
-    let qf = truncate(p, &q, q.frac - f)?;
-    p.set_class(Attention);
-    let qh: Vec<Share> = (0..heads)
-        .map(|i| Share { ring: RingTensor::new(&[l, l], qf.ring.data[i * l * l..(i + 1) * l * l].to_vec()), frac: f })
-        .collect();
-    let pairs: Vec<(&Share, &Share)> = qh.iter().zip(vh).collect();
-    let qv = matmul_many_raw(p, &pairs)?;
-    p.set_class(Softmax);
+    // q truncated to f and its products with V need nothing from the reciprocal of Σq: their two
+    // openings ride in the reciprocal's first two rounds (booked to attention).
+    let rider = TruncMatmul::new(p, &q, q.frac - f, vh.to_vec(), Attention)?;
+    p.attach_rider(Box::new(rider));
     // 1/Σq at 16 extra bits (12 at f = 20): the product with q·V (≤ max|v| in real terms) sits at
     // 2f + extra and stays below 2^62 while |v| < 2^(61 − 2f − extra) = 2^9.
     let extra = (61 - 2 * f).saturating_sub(9).min(16);
     let inv = reciprocal_ext_to(p, &sums, extra, f)?;
+    let qv = p.detach_rider::<TruncMatmul>()?.products;
     p.set_class(Attention);
     // One factor per (head, query row), repeated over the row's dh context values.
     let inv_x = Share { ring: RingTensor::new(&[rows * dh], inv.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, dh)).collect()), frac: inv.frac };

@@ -94,8 +94,23 @@ impl std::fmt::Debug for Share {
     }
 }
 
+/// An independent computation whose messages ride in the rounds of whatever protocol runs next
+/// ([`Party::attach_rider`]): each of its messages is appended to the next round's own message
+/// and split off the peer's reply, so it adds bytes (booked to its own class) but no rounds.
+/// Both parties attach the same rider at the same point of the schedule, and its messages, like
+/// every round's, have the same length on both sides.
+pub trait Rider: std::any::Any + Send {
+    /// The next message, or None when the rider has nothing more to send.
+    fn next_message(&mut self) -> Option<Vec<u8>>;
+    /// The peer's counterpart of the message last sent.
+    fn receive(&mut self, theirs: Vec<u8>) -> Result<(), ChannelError>;
+    /// The class its traffic is booked to.
+    fn class(&self) -> LayerClass;
+}
+
 pub struct Party {
     pub id: usize,
+    rider: Option<Box<dyn Rider>>,
     peer: Box<dyn Channel>,
     dealer: DealerLink,
     client: Option<Box<dyn Channel>>,
@@ -111,6 +126,7 @@ impl Party {
         assert!(id < 2, "two computing parties");
         Self {
             id,
+            rider: None,
             peer,
             dealer,
             client: None,
@@ -182,13 +198,57 @@ impl Party {
         super::channel::unpack_bits(&theirs, &layout)
     }
 
-    /// Send one message to the peer and receive its message of the same round, metered.
-    fn exchange_bytes(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, ChannelError> {
+    /// Send one message to the peer and receive its message of the same round, metered; an
+    /// attached rider's next message travels in the same round.
+    fn exchange_bytes(&mut self, mut bytes: Vec<u8>) -> Result<Vec<u8>, ChannelError> {
         let s = self.stats.entry(self.class).or_default();
         s.rounds += 1;
         s.bytes_sent += bytes.len() as u64;
+        let own = bytes.len();
+        let ride = match self.rider.as_mut() {
+            Some(r) => r.next_message().map(|m| (r.class(), m)),
+            None => None,
+        };
+        if let Some((class, m)) = &ride {
+            self.stats.entry(*class).or_default().bytes_sent += m.len() as u64;
+            bytes.extend_from_slice(m);
+        }
         self.peer.send(bytes)?;
-        self.peer.recv()
+        let mut theirs = self.peer.recv()?;
+        if let Some((_, m)) = ride {
+            if theirs.len() != own + m.len() {
+                return Err(ChannelError::Malformed(format!("expected {} + {} bytes with a rider, got {}", own, m.len(), theirs.len())));
+            }
+            let tail = theirs.split_off(own);
+            self.rider.as_mut().expect("attached").receive(tail)?;
+        }
+        Ok(theirs)
+    }
+
+    /// Let `rider`'s messages travel in the following rounds.
+    pub fn attach_rider(&mut self, rider: Box<dyn Rider>) {
+        assert!(self.rider.is_none(), "one rider at a time");
+        self.rider = Some(rider);
+    }
+
+    /// Take the rider back, first giving it rounds of its own (booked to its class) for any
+    /// message it has not sent yet.
+    pub fn detach_rider<R: Rider>(&mut self) -> Result<R, ChannelError> {
+        let mut r = self.rider.take().expect("a rider is attached");
+        while let Some(m) = r.next_message() {
+            let s = self.stats.entry(r.class()).or_default();
+            s.rounds += 1;
+            s.bytes_sent += m.len() as u64;
+            let n = m.len();
+            self.peer.send(m)?;
+            let theirs = self.peer.recv()?;
+            if theirs.len() != n {
+                return Err(ChannelError::Malformed(format!("expected {n} bytes from the peer's rider, got {}", theirs.len())));
+            }
+            r.receive(theirs)?;
+        }
+        let any: Box<dyn std::any::Any> = r;
+        Ok(*any.downcast::<R>().expect("the rider's own type"))
     }
 
     /// End the session with the dealer (it stops serving once P1's link is gone).

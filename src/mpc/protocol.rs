@@ -2,8 +2,8 @@
 //! [`Party`] context (transport-agnostic).
 
 use super::channel::ChannelError;
-use super::dealer::Request;
-use super::party::{Party, Share};
+use super::dealer::{Material, Request};
+use super::party::{LayerClass, Party, Rider, Share};
 use super::ring::{PackedB, RingTensor};
 
 /// Reveal several shared tensors in **one** round (independent openings batched together).
@@ -152,26 +152,42 @@ pub fn matmul_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelE
 /// far inside the domain (2f + 31 bits < 62).
 pub fn truncate(p: &mut Party, x: &Share, f: u32) -> Result<Share, ChannelError> {
     assert!(f > 0 && f < 62 && x.frac >= f, "truncate: bad shift {f} for scale {}", x.frac);
-    let n = x.ring.len();
-    let t = p.preprocessing(Request::Trunc { n, f })?;
-    let (r, rmsb, rt) = (t.a, t.b, t.c);
-    let (bias, unshift) = trunc_consts(f);
-    let masked = x.ring.add_scalar(p.public_term(bias)).add(&RingTensor::new(&x.ring.shape, r.data));
+    let t = p.preprocessing(Request::Trunc { n: x.ring.len(), f })?;
+    let masked = trunc_masked(p.id, &x.ring, &t, f);
     let c = open_many_high(p, &[(&masked, trunc_drop(f))])?.remove(0);
+    Ok(Share { ring: trunc_finish(p.id, &c, &t, f), frac: x.frac - f })
+}
+
+/// The value a truncation by f opens (before its low bits are dropped): x + B + r.
+fn trunc_masked(id: usize, x: &RingTensor, t: &Material, f: u32) -> RingTensor {
+    x.add_scalar(public_term(id, trunc_consts(f).0)).add(&RingTensor::new(&x.shape, t.a.data.clone()))
+}
+
+/// This party's share of the truncated value, from the opened c and the material (r, msb(r), rt).
+fn trunc_finish(id: usize, c: &RingTensor, t: &Material, f: u32) -> RingTensor {
+    let (rmsb, rt) = (&t.b, &t.c);
+    let pt = |v: u64| public_term(id, v);
+    let unshift = trunc_consts(f).1;
     let low = u64::MAX >> 1;
-    let out: Vec<u64> = (0..n)
+    let out = (0..c.len())
         .map(|i| {
             let ci = c.data[i];
             let cmsb = ci >> 63;
             // [b] = cmsb + [rmsb] − 2·cmsb·[rmsb]
-            let b = p.public_term(cmsb).wrapping_add(rmsb.data[i]).wrapping_sub(2u64.wrapping_mul(cmsb).wrapping_mul(rmsb.data[i]));
-            p.public_term((ci & low) >> f)
-                .wrapping_sub(rt.data[i])
-                .wrapping_add(b.wrapping_mul(1u64 << (63 - f)))
-                .wrapping_sub(p.public_term(unshift))
+            let b = pt(cmsb).wrapping_add(rmsb.data[i]).wrapping_sub(2u64.wrapping_mul(cmsb).wrapping_mul(rmsb.data[i]));
+            pt((ci & low) >> f).wrapping_sub(rt.data[i]).wrapping_add(b.wrapping_mul(1u64 << (63 - f))).wrapping_sub(pt(unshift))
         })
         .collect();
-    Ok(Share { ring: RingTensor::new(&x.ring.shape, out), frac: x.frac - f })
+    RingTensor::new(&c.shape, out)
+}
+
+/// A public constant enters the sum once: P0 adds it (`Party::public_term` by party id).
+fn public_term(id: usize, v: u64) -> u64 {
+    if id == 0 {
+        v
+    } else {
+        0
+    }
 }
 
 /// Fixed-point multiply: Beaver product, then truncate back to `x.frac` bits.
@@ -378,15 +394,116 @@ pub fn matmul_many_raw(p: &mut Party, pairs: &[(&Share, &Share)]) -> Result<Vec<
         .iter()
         .zip(&mats)
         .enumerate()
-        .map(|(i, ((x, y), t))| {
-            let (e, f) = (&opened[2 * i], &opened[2 * i + 1]);
-            let mut z = t.c.add(&e.matmul(&t.b)).add(&t.a.matmul(f));
-            if p.id == 0 {
-                z = z.add(&e.matmul(f));
-            }
-            Share { ring: z, frac: x.frac + y.frac }
-        })
+        .map(|(i, ((x, y), t))| Share { ring: beaver_matmul(p.id, &opened[2 * i], &opened[2 * i + 1], t), frac: x.frac + y.frac })
         .collect())
+}
+
+/// [X·Y] from the opened E = X − A, F = Y − B and the triple (A, B, C = A·B):
+/// C + E·B + A·F (+ E·F on P0).
+fn beaver_matmul(id: usize, e: &RingTensor, f: &RingTensor, t: &Material) -> RingTensor {
+    let z = t.c.add(&e.matmul(&t.b)).add(&t.a.matmul(f));
+    if id == 0 {
+        z.add(&e.matmul(f))
+    } else {
+        z
+    }
+}
+
+/// Truncate x (by `shift`) and multiply row blocks of the result by ys, as a [`Rider`]: its two
+/// openings (the truncation's high bits, then E = t − A and F = y − B of every product) travel
+/// in the next two rounds of whatever protocol runs meanwhile, and `detach_rider` hands back
+/// the products. 2Quad attention runs its q·V this way inside the reciprocal of Σq, which does
+/// not need it. x is [blocks·m, k] with block i multiplied by ys[i] [k, n]; the products are
+/// untruncated (scale x.frac − shift + y.frac).
+pub struct TruncMatmul {
+    id: usize,
+    class: LayerClass,
+    x: RingTensor,
+    frac: u32,
+    shift: u32,
+    ys: Vec<Share>,
+    trunc: Material,
+    triples: Vec<Material>,
+    stage: u8,
+    opened: Vec<u64>,
+    /// The products, once both openings are in.
+    pub products: Vec<Share>,
+}
+
+impl TruncMatmul {
+    /// Fetch the material now (the dealer's order is the schedule's) and prepare the first message.
+    pub fn new(p: &mut Party, x: &Share, shift: u32, ys: Vec<Share>, class: LayerClass) -> Result<Self, ChannelError> {
+        assert!(shift > 0 && shift < 62 && x.frac >= shift, "truncate: bad shift {shift} for scale {}", x.frac);
+        let (rows, k) = (x.ring.shape[0], x.ring.shape[1]);
+        assert!(!ys.is_empty() && rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
+        let trunc = p.preprocessing(Request::Trunc { n: x.ring.len(), f: shift })?;
+        let m = rows / ys.len();
+        let mut triples = Vec::with_capacity(ys.len());
+        for y in &ys {
+            assert_eq!(y.ring.shape[0], k, "TruncMatmul: inner dimensions");
+            triples.push(p.preprocessing(Request::MatMul { m, k, n: y.ring.shape[1] })?);
+        }
+        let x_masked = trunc_masked(p.id, &x.ring, &trunc, shift);
+        Ok(Self { id: p.id, class, x: x_masked, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
+    }
+}
+
+impl Rider for TruncMatmul {
+    fn next_message(&mut self) -> Option<Vec<u8>> {
+        let k = trunc_drop(self.shift);
+        match self.stage {
+            0 => {
+                let highs: Vec<u64> = self.x.data.iter().map(|&v| v >> k).collect();
+                Some(super::channel::pack_bits(&[(&highs, 64 - k)]))
+            }
+            1 => Some(super::channel::to_bytes(&self.opened)),
+            _ => None,
+        }
+    }
+
+    fn receive(&mut self, theirs: Vec<u8>) -> Result<(), ChannelError> {
+        match self.stage {
+            0 => {
+                let k = trunc_drop(self.shift);
+                let n = self.x.len();
+                let theirs = super::channel::unpack_bits(&theirs, &[(n, 64 - k)])?;
+                let c = RingTensor::new(&self.x.shape, self.x.data.iter().zip(&theirs).map(|(&a, &b)| (a >> k).wrapping_add(b).wrapping_shl(k)).collect());
+                let t = trunc_finish(self.id, &c, &self.trunc, self.shift);
+                let (rows, kk) = (t.shape[0], t.shape[1]);
+                let m = rows / self.ys.len();
+                let mut mine = Vec::new();
+                for (i, (y, tr)) in self.ys.iter().zip(&self.triples).enumerate() {
+                    let xi = RingTensor::new(&[m, kk], t.data[i * m * kk..(i + 1) * m * kk].to_vec());
+                    mine.extend(xi.sub(&tr.a).data);
+                    mine.extend(y.ring.sub(&tr.b).data);
+                }
+                self.opened = mine;
+            }
+            1 => {
+                let theirs = super::channel::from_bytes(&theirs, self.opened.len())?;
+                let mut off = 0;
+                for (y, tr) in self.ys.iter().zip(&self.triples) {
+                    let mut take = |shape: &[usize]| {
+                        let len: usize = shape.iter().product();
+                        let v: Vec<u64> = (off..off + len).map(|j| self.opened[j].wrapping_add(theirs[j])).collect();
+                        off += len;
+                        RingTensor::new(shape, v)
+                    };
+                    let e = take(&tr.a.shape);
+                    let f = take(&tr.b.shape);
+                    self.products.push(Share { ring: beaver_matmul(self.id, &e, &f, tr), frac: self.frac + y.frac });
+                }
+                self.opened.clear();
+            }
+            _ => return Err(ChannelError::Malformed("a rider message after the last".into())),
+        }
+        self.stage += 1;
+        Ok(())
+    }
+
+    fn class(&self) -> LayerClass {
+        self.class
+    }
 }
 
 /// The input-independent half of a client-masked embedding product (see `mpc::model`): this
