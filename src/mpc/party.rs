@@ -108,6 +108,15 @@ pub trait Rider: std::any::Any + Send {
     fn class(&self) -> LayerClass;
 }
 
+/// [`Party::public_term`] for party `id`, for local steps that hold no party.
+pub(crate) fn public_term_of(id: usize, v: u64) -> u64 {
+    if id == 0 {
+        v
+    } else {
+        0
+    }
+}
+
 pub struct Party {
     pub id: usize,
     rider: Option<Box<dyn Rider>>,
@@ -236,12 +245,12 @@ impl Party {
     pub fn detach_rider<R: Rider>(&mut self) -> Result<R, ChannelError> {
         let mut r = self.rider.take().expect("a rider is attached");
         while let Some(m) = r.next_message() {
-            let s = self.stats.entry(r.class()).or_default();
-            s.rounds += 1;
-            s.bytes_sent += m.len() as u64;
             let n = m.len();
-            self.peer.send(m)?;
-            let theirs = self.peer.recv()?;
+            // A round of its own, booked to its class (the class's time is not switched).
+            let host = std::mem::replace(&mut self.class, r.class());
+            let theirs = self.exchange_bytes(m);
+            self.class = host;
+            let theirs = theirs?;
             if theirs.len() != n {
                 return Err(ChannelError::Malformed(format!("expected {n} bytes from the peer's rider, got {}", theirs.len())));
             }
@@ -295,10 +304,6 @@ impl Party {
 
     /// A public constant enters the sum once: P0 adds it.
     pub fn public_term(&self, v: u64) -> u64 {
-        if self.id == 0 {
-            v
-        } else {
-            0
-        }
+        public_term_of(self.id, v)
     }
 }

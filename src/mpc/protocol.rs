@@ -3,7 +3,7 @@
 
 use super::channel::ChannelError;
 use super::dealer::{Material, Request};
-use super::party::{LayerClass, Party, Rider, Share};
+use super::party::{public_term_of, LayerClass, Party, Rider, Share};
 use super::ring::{PackedB, RingTensor};
 
 /// Reveal several shared tensors in **one** round (independent openings batched together).
@@ -35,17 +35,26 @@ pub fn open_many_high(p: &mut Party, xs: &[(&RingTensor, u32)]) -> Result<Vec<Ri
     if xs.iter().all(|(_, k)| *k == 0) {
         return open_many(p, &xs.iter().map(|(x, _)| *x).collect::<Vec<_>>());
     }
-    let highs: Vec<Vec<u64>> = xs.iter().map(|(x, k)| x.data.iter().map(|&v| v >> k).collect()).collect();
+    let highs: Vec<Vec<u64>> = xs.iter().map(|(x, k)| high_bits(x, *k)).collect();
     let segs: Vec<(&[u64], u32)> = highs.iter().zip(xs).map(|(h, (_, k))| (h.as_slice(), 64 - k)).collect();
     let theirs = p.exchange_packed(&segs)?;
     let mut out = Vec::with_capacity(xs.len());
     let mut off = 0;
     for (h, (x, k)) in highs.iter().zip(xs) {
-        let data = h.iter().zip(&theirs[off..off + h.len()]).map(|(&a, &b)| a.wrapping_add(b).wrapping_shl(*k)).collect();
-        out.push(RingTensor::new(&x.shape, data));
+        out.push(RingTensor::new(&x.shape, join_high_bits(h, &theirs[off..off + h.len()], *k)));
         off += h.len();
     }
     Ok(out)
+}
+
+/// What a party sends of x in a high-bits opening: each word without its low k bits.
+fn high_bits(x: &RingTensor, k: u32) -> Vec<u64> {
+    x.data.iter().map(|&v| v >> k).collect()
+}
+
+/// The opened value from both parties' high bits (low k bits zero).
+fn join_high_bits(mine: &[u64], theirs: &[u64], k: u32) -> Vec<u64> {
+    mine.iter().zip(theirs).map(|(&a, &b)| a.wrapping_add(b).wrapping_shl(k)).collect()
 }
 
 /// Low bits of its share of a truncation's masked value that a party leaves out of the opening
@@ -160,13 +169,13 @@ pub fn truncate(p: &mut Party, x: &Share, f: u32) -> Result<Share, ChannelError>
 
 /// The value a truncation by f opens (before its low bits are dropped): x + B + r.
 fn trunc_masked(id: usize, x: &RingTensor, t: &Material, f: u32) -> RingTensor {
-    x.add_scalar(public_term(id, trunc_consts(f).0)).add(&RingTensor::new(&x.shape, t.a.data.clone()))
+    x.add_scalar(public_term_of(id, trunc_consts(f).0)).add(&RingTensor::new(&x.shape, t.a.data.clone()))
 }
 
 /// This party's share of the truncated value, from the opened c and the material (r, msb(r), rt).
 fn trunc_finish(id: usize, c: &RingTensor, t: &Material, f: u32) -> RingTensor {
     let (rmsb, rt) = (&t.b, &t.c);
-    let pt = |v: u64| public_term(id, v);
+    let pt = |v: u64| public_term_of(id, v);
     let unshift = trunc_consts(f).1;
     let low = u64::MAX >> 1;
     let out = (0..c.len())
@@ -179,15 +188,6 @@ fn trunc_finish(id: usize, c: &RingTensor, t: &Material, f: u32) -> RingTensor {
         })
         .collect();
     RingTensor::new(&c.shape, out)
-}
-
-/// A public constant enters the sum once: P0 adds it (`Party::public_term` by party id).
-fn public_term(id: usize, v: u64) -> u64 {
-    if id == 0 {
-        v
-    } else {
-        0
-    }
 }
 
 /// Fixed-point multiply: Beaver product, then truncate back to `x.frac` bits.
@@ -418,7 +418,9 @@ fn beaver_matmul(id: usize, e: &RingTensor, f: &RingTensor, t: &Material) -> Rin
 pub struct TruncMatmul {
     id: usize,
     class: LayerClass,
-    x: RingTensor,
+    /// This party's high bits of the truncation's masked value (the first message), and x's shape.
+    highs: Vec<u64>,
+    shape: Vec<usize>,
     frac: u32,
     shift: u32,
     ys: Vec<Share>,
@@ -443,19 +445,16 @@ impl TruncMatmul {
             assert_eq!(y.ring.shape[0], k, "TruncMatmul: inner dimensions");
             triples.push(p.preprocessing(Request::MatMul { m, k, n: y.ring.shape[1] })?);
         }
-        let x_masked = trunc_masked(p.id, &x.ring, &trunc, shift);
-        Ok(Self { id: p.id, class, x: x_masked, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
+        let highs = high_bits(&trunc_masked(p.id, &x.ring, &trunc, shift), trunc_drop(shift));
+        let shape = x.ring.shape.clone();
+        Ok(Self { id: p.id, class, highs, shape, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
     }
 }
 
 impl Rider for TruncMatmul {
     fn next_message(&mut self) -> Option<Vec<u8>> {
-        let k = trunc_drop(self.shift);
         match self.stage {
-            0 => {
-                let highs: Vec<u64> = self.x.data.iter().map(|&v| v >> k).collect();
-                Some(super::channel::pack_bits(&[(&highs, 64 - k)]))
-            }
+            0 => Some(super::channel::pack_bits(&[(&self.highs, 64 - trunc_drop(self.shift))])),
             1 => Some(super::channel::to_bytes(&self.opened)),
             _ => None,
         }
@@ -465,9 +464,8 @@ impl Rider for TruncMatmul {
         match self.stage {
             0 => {
                 let k = trunc_drop(self.shift);
-                let n = self.x.len();
-                let theirs = super::channel::unpack_bits(&theirs, &[(n, 64 - k)])?;
-                let c = RingTensor::new(&self.x.shape, self.x.data.iter().zip(&theirs).map(|(&a, &b)| (a >> k).wrapping_add(b).wrapping_shl(k)).collect());
+                let theirs = super::channel::unpack_bits(&theirs, &[(self.highs.len(), 64 - k)])?;
+                let c = RingTensor::new(&self.shape, join_high_bits(&self.highs, &theirs, k));
                 let t = trunc_finish(self.id, &c, &self.trunc, self.shift);
                 let (rows, kk) = (t.shape[0], t.shape[1]);
                 let m = rows / self.ys.len();
