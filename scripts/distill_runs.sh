@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KD_ASSETS="${KD_ASSETS:-$(cd .. && pwd)/shared}"
+KD="${KD:-target/release/kd}"
 recipes=("$@")
 if [ ${#recipes[@]} -eq 0 ]; then
   # Student and its "w/o d" baseline task by task, cheapest tasks first.
@@ -18,7 +19,7 @@ mkdir -p checkpoints/students
 for r in "${recipes[@]}"; do
   name=$(basename "$r" .toml)
   echo "== $name $(date -u +%FT%TZ)"
-  /usr/bin/time -v target/release/kd train --recipe "$r" >>"checkpoints/students/$name.log" 2>&1 \
+  /usr/bin/time -v "$KD" train --recipe "$r" >>"checkpoints/students/$name.log" 2>&1 \
     || echo "!! $name failed (see checkpoints/students/$name.log)"
   tail -n 1 "checkpoints/students/$name.log"
 done

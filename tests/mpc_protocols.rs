@@ -484,33 +484,37 @@ fn private_layer_norm_matches_plaintext() {
     let b: Vec<f64> = (0..h).map(|i| (i % 5) as f64 / 10.0 - 0.2).collect();
     let (x, gt, bt) = (fx(&xs), fx(&g), fx(&b));
     let x = RingTensor::new(&[rows, h], x.data);
-    let (sx, sg, sb) = (shares(&x), shares(&gt), shares(&bt));
-    let ((o0, p0), (o1, _), _) = run_local(move |p| {
-        let id = p.id;
-        let s = |t: &[RingTensor; 2]| Share { ring: t[id].clone(), frac: F };
-        // γ's mask is registered and γ − B opened once (model preparation, one round).
-        let gamma = mpcformer::mpc::protocol::prepare_vector(p, &s(&sg), 7).unwrap();
-        mpcformer::mpc::norm::layer_norm(p, &s(&sx), &gamma, &s(&sb), 1e-12).unwrap().ring
-    });
-    let z = o0.add(&o1);
-    for r in 0..rows {
-        let row = &xs[r * h..(r + 1) * h];
-        let m = row.iter().sum::<f64>() / h as f64;
-        let v = row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / h as f64;
-        for j in 0..h {
-            let want = (row[j] - m) / (v + 1e-12).sqrt() * g[j] + b[j];
-            let got = decode(z.data[r * h + j], F);
-            assert!((got - want).abs() < 5e-3, "row {r} col {j}: {got} vs {want}");
+    // The input at scale F (the embeddings) and untruncated at 2F (a projection's output plus
+    // the residual): the centring truncation takes either to F.
+    for xf in [F, 2 * F] {
+        let x = x.scale(1u64 << (xf - F));
+        let (sx, sg, sb) = (shares(&x), shares(&gt), shares(&bt));
+        let ((o0, p0), (o1, _), _) = run_local(move |p| {
+            let id = p.id;
+            let s = |t: &[RingTensor; 2], f| Share { ring: t[id].clone(), frac: f };
+            mpcformer::mpc::norm::layer_norm(p, &s(&sx, xf), &s(&sg, F), &s(&sb, F), 1e-12, F).unwrap().ring
+        });
+        let z = o0.add(&o1);
+        for r in 0..rows {
+            let row = &xs[r * h..(r + 1) * h];
+            let m = row.iter().sum::<f64>() / h as f64;
+            let v = row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / h as f64;
+            for j in 0..h {
+                let want = (row[j] - m) / (v + 1e-12).sqrt() * g[j] + b[j];
+                let got = decode(z.data[r * h + j], F);
+                assert!((got - want).abs() < 5e-3, "input scale {xf}, row {r} col {j}: {got} vs {want}");
+            }
         }
+        // [centring truncation; t², t·γ], then rsqrt_scaled_times 9: normalisation 5 (t·γ's
+        // truncation riding in its first round), two one-round Newton steps (with t·γ·d riding
+        // along), final product and truncation 2.
+        assert_eq!(p0.totals().rounds, 1 + 9, "LayerNorm 10 rounds (input scale {xf})");
     }
-    // mean 1, products 1, truncation 1, then rsqrt_scaled_times 9: normalisation 5, two
-    // one-round Newton steps (with (x − μ)γ·d riding along), final product and truncation 2.
-    assert_eq!(p0.totals().rounds, 1 + (1 + 1 + 1 + 9), "preparation 1, then LayerNorm 12");
 }
 
-/// Constant rows (variance 0): the truncated sum of squares may come out one unit below zero
-/// (ε is raised to two units so that rsqrt's input stays positive); the output is β up to the
-/// mean's rounding amplified by the tiny variance, never garbage. Several sittings (fresh dealer
+/// Constant rows (variance 0): the centred values are 0 or ±1 unit after their truncation and
+/// the sum of squares can be 0 (ε is raised to two units so that rsqrt's input stays positive);
+/// the output is β up to that rounding amplified by the tiny variance, never garbage. Several sittings (fresh dealer
 /// randomness each time), 16 rows each.
 #[test]
 fn private_layer_norm_of_constant_rows_stays_finite() {
@@ -524,8 +528,7 @@ fn private_layer_norm_of_constant_rows_stays_finite() {
         let ((o0, _), (o1, _), _) = run_local(move |p| {
             let id = p.id;
             let s = |t: &[RingTensor; 2]| Share { ring: t[id].clone(), frac: F };
-            let gamma = mpcformer::mpc::protocol::prepare_vector(p, &s(&sg), 7).unwrap();
-            mpcformer::mpc::norm::layer_norm(p, &s(&sx), &gamma, &s(&sb), 1e-12).unwrap().ring
+            mpcformer::mpc::norm::layer_norm(p, &s(&sx), &s(&sg), &s(&sb), 1e-12, F).unwrap().ring
         });
         let z = o0.add(&o1);
         for i in 0..rows * h {

@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    4,
-    "gelu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+softmax L=5: 180 rounds, 366702 B, client 1632 B, dealer 1016776 B\n\
-gelu+softmax L=9: 190 rounds, 617098 B, client 2912 B, dealer 1639416 B\n\
-gelu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2quad L=5: 138 rounds, 352996 B, client 1632 B, dealer 949192 B\n\
-gelu+2quad L=9: 138 rounds, 566020 B, client 2912 B, dealer 1432504 B\n\
-gelu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2relu L=5: 152 rounds, 355298 B, client 1632 B, dealer 950408 B\n\
-gelu+2relu L=9: 152 rounds, 575666 B, client 2912 B, dealer 1442648 B\n\
-gelu_new+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+softmax L=5: 180 rounds, 366702 B, client 1632 B, dealer 1016776 B\n\
-gelu_new+softmax L=9: 190 rounds, 617098 B, client 2912 B, dealer 1639416 B\n\
-gelu_new+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2quad L=5: 138 rounds, 352996 B, client 1632 B, dealer 949192 B\n\
-gelu_new+2quad L=9: 138 rounds, 566020 B, client 2912 B, dealer 1432504 B\n\
-gelu_new+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2relu L=5: 152 rounds, 355298 B, client 1632 B, dealer 950408 B\n\
-gelu_new+2relu L=9: 152 rounds, 575666 B, client 2912 B, dealer 1442648 B\n\
-quad+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+softmax L=5: 158 rounds, 207902 B, client 1632 B, dealer 762536 B\n\
-quad+softmax L=9: 168 rounds, 331258 B, client 2912 B, dealer 1181784 B\n\
-quad+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2quad L=5: 116 rounds, 194196 B, client 1632 B, dealer 694952 B\n\
-quad+2quad L=9: 116 rounds, 280180 B, client 2912 B, dealer 974872 B\n\
-quad+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2relu L=5: 130 rounds, 196498 B, client 1632 B, dealer 696168 B\n\
-quad+2relu L=9: 130 rounds, 289826 B, client 2912 B, dealer 985016 B\n\
-relu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+softmax L=5: 166 rounds, 226302 B, client 1632 B, dealer 784136 B\n\
-relu+softmax L=9: 176 rounds, 364378 B, client 2912 B, dealer 1220664 B\n\
-relu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2quad L=5: 124 rounds, 212596 B, client 1632 B, dealer 716552 B\n\
-relu+2quad L=9: 124 rounds, 313300 B, client 2912 B, dealer 1013752 B\n\
-relu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2relu L=5: 138 rounds, 214898 B, client 1632 B, dealer 717768 B\n\
-relu+2relu L=9: 138 rounds, 322946 B, client 2912 B, dealer 1023896 B\n",
+    5,
+    "gelu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu+softmax L=5: 166 rounds, 366842 B, client 1632 B, dealer 1030056 B\n\
+gelu+softmax L=9: 176 rounds, 617348 B, client 2912 B, dealer 1663320 B\n\
+gelu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu+2quad L=5: 124 rounds, 353136 B, client 1632 B, dealer 962472 B\n\
+gelu+2quad L=9: 124 rounds, 566270 B, client 2912 B, dealer 1456408 B\n\
+gelu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu+2relu L=5: 138 rounds, 355438 B, client 1632 B, dealer 963688 B\n\
+gelu+2relu L=9: 138 rounds, 575916 B, client 2912 B, dealer 1466552 B\n\
+gelu_new+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu_new+softmax L=5: 166 rounds, 366842 B, client 1632 B, dealer 1030056 B\n\
+gelu_new+softmax L=9: 176 rounds, 617348 B, client 2912 B, dealer 1663320 B\n\
+gelu_new+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu_new+2quad L=5: 124 rounds, 353136 B, client 1632 B, dealer 962472 B\n\
+gelu_new+2quad L=9: 124 rounds, 566270 B, client 2912 B, dealer 1456408 B\n\
+gelu_new+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
+gelu_new+2relu L=5: 138 rounds, 355438 B, client 1632 B, dealer 963688 B\n\
+gelu_new+2relu L=9: 138 rounds, 575916 B, client 2912 B, dealer 1466552 B\n\
+quad+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
+quad+softmax L=5: 144 rounds, 208042 B, client 1632 B, dealer 775816 B\n\
+quad+softmax L=9: 154 rounds, 331508 B, client 2912 B, dealer 1205688 B\n\
+quad+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
+quad+2quad L=5: 102 rounds, 194336 B, client 1632 B, dealer 708232 B\n\
+quad+2quad L=9: 102 rounds, 280430 B, client 2912 B, dealer 998776 B\n\
+quad+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
+quad+2relu L=5: 116 rounds, 196638 B, client 1632 B, dealer 709448 B\n\
+quad+2relu L=9: 116 rounds, 290076 B, client 2912 B, dealer 1008920 B\n\
+relu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
+relu+softmax L=5: 152 rounds, 226442 B, client 1632 B, dealer 797416 B\n\
+relu+softmax L=9: 162 rounds, 364628 B, client 2912 B, dealer 1244568 B\n\
+relu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
+relu+2quad L=5: 110 rounds, 212736 B, client 1632 B, dealer 729832 B\n\
+relu+2quad L=9: 110 rounds, 313550 B, client 2912 B, dealer 1037656 B\n\
+relu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
+relu+2relu L=5: 124 rounds, 215038 B, client 1632 B, dealer 731048 B\n\
+relu+2relu L=9: 124 rounds, 323196 B, client 2912 B, dealer 1047800 B\n",
 );
 
 fn measured() -> String {

@@ -197,18 +197,20 @@ pub fn rsqrt(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// c/√x for a public c > 0 (folded into the per-leading-bit constants: no extra round).
 pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let f = x.frac;
-    let (_, yd) = rsqrt_parts(p, x, c, None)?;
+    let (_, yd) = rsqrt_parts(p, x, f, c, None)?;
     truncate(p, &yd, f)
 }
 
-/// v ∘ (c/√x) per row, for v [rows, l] and positive x [rows]: v·d (the per-leading-bit
-/// constant) is formed and truncated inside the Newton iterations' rounds, and its product with
-/// the converged 1/√u rides in the last truncation's round; one more round truncates it.
-/// LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real
-/// terms. 9 rounds.
-pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, c: f64, v: &Share) -> Result<Share, ChannelError> {
-    let f = x.frac;
-    let (_, z) = rsqrt_parts(p, x, c, Some(v))?;
+/// v ∘ (c/√x) per row at scale `f`, for positive x [rows] at any scale below 62 (e.g. an
+/// untruncated sum of squares at 2f: the scale only enters the per-position constants) and
+/// v [rows, l] at any scale ≥ f, **untruncated**: v's truncation to f rides in the
+/// normalisation's first round (`protocol::TruncMatmul` without products), v·d (d the
+/// per-leading-bit constant) is formed and truncated inside the Newton iterations' rounds, and
+/// its product with the converged 1/√u rides in the last truncation's round; one more round
+/// truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below
+/// 2^(62 − 2f) in real terms. 9 rounds.
+pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, f: u32, c: f64, v: &Share) -> Result<Share, ChannelError> {
+    let (_, z) = rsqrt_parts(p, x, f, c, Some(v))?;
     truncate(p, &z, f)
 }
 
@@ -226,15 +228,33 @@ fn rsqrt_cube_scale(f: u32) -> u32 {
 /// (`rsqrt_cube_scale`, 2^−14 at f = 18), both in 3y and in u·y³: the Newton map's derivative
 /// vanishes at its fixed point, so that rounding is squared away with the iterate's own error
 /// (1.1e−3 + 6e−5 before the last step, 2e−6 after it); u stays at scale f.
-/// Returns 1/√u and the untruncated product (scale 2f) of it with d, or with trunc(v ∘ d)
-/// per row when `v` is given.
-fn rsqrt_parts(p: &mut Party, x: &Share, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
-    let f = x.frac;
+/// x is at any scale (only the per-position constants see it); the work and the result are at
+/// scale f. An untruncated `v` (scale ≥ f) is truncated to f by a rider during the
+/// normalisation. Returns 1/√u and the untruncated product (scale 2f) of it with d, or with
+/// trunc(v ∘ d) per row when `v` is given.
+fn rsqrt_parts(p: &mut Party, x: &Share, f: u32, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
+    let fx = x.frac;
+    assert!(fx < 62 && 3 * f <= 60, "rsqrt: input scale {fx}, working scale {f}");
     let g = rsqrt_cube_scale(f);
     let hi = f + 3 * g;
-    let factor = |k: u32| super::fixed::encode(c * rsqrt_factor(k as i32 - f as i32), f);
+    let factor = |k: u32| super::fixed::encode(c * rsqrt_factor(k as i32 - fx as i32), f);
+    let (mut ready, mut riding) = (None, false);
+    match v {
+        Some(v) if v.frac > f => {
+            let class = p.class();
+            let rider = super::protocol::TruncMatmul::new(p, v, v.frac - f, vec![], class)?;
+            p.attach_rider(Box::new(rider));
+            riding = true;
+        }
+        v => ready = v.cloned(),
+    }
     let (xc, y0, mut ds) = normalise(p, x, &[(1.2740, 0.2929)], &[&factor])?;
-    let d = ds.pop().expect("one factor");
+    if riding {
+        ready = p.detach_rider::<super::protocol::TruncMatmul>()?.truncated;
+    }
+    let v = ready.as_ref();
+    let mut d = ds.pop().expect("one factor");
+    d.frac = f;
     let cube = |a| PowProduct { a, b: 0, k: 3 };
     // [trunc y₀ (to g), u (to f); u·y₀³ (and v·d)]
     let vd_prod: Vec<(Operand, Operand)> = v.map(|v| (Operand::Ready(v), Operand::Ready(&d))).into_iter().collect();

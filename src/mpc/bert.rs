@@ -18,7 +18,7 @@ use super::fixed::encode;
 use super::norm::layer_norm;
 use super::party::{Party, Share};
 use super::protocol::{
-    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_vector, prepare_weight, truncate_many, TruncMatmul, VecShare, WeightShare,
+    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_weight, truncate_many, TruncMatmul, WeightShare,
 };
 use super::ring::RingTensor;
 use crate::model::{BertConfig, HiddenAct, SoftmaxAct};
@@ -71,6 +71,21 @@ pub fn share_weights(
 pub(crate) struct PrivateLinear {
     pub(crate) w: WeightShare,
     pub(crate) b: Share,
+}
+
+impl PrivateLinear {
+    /// x·W + b untruncated (scale x.frac + W's), the bias raised to that scale: one round (the
+    /// opening of x − A) for a consumer that absorbs the truncation.
+    pub(crate) fn forward_raw(&self, p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
+        let raw = matmul_weights_raw(p, x, &[&self.w])?.remove(0);
+        let b = Share { ring: self.b.ring.scale(1u64 << self.w.frac), frac: raw.frac };
+        Ok(add_bias(raw, &b))
+    }
+}
+
+/// y + x with y untruncated (scale ≥ x's): x raised to y's scale (exact).
+fn residual_raw(y: &Share, x: &Share) -> Share {
+    Share { ring: y.ring.add(&x.ring.scale(1u64 << (y.frac - x.frac))), frac: y.frac }
 }
 
 pub(crate) fn get(shares: &HashMap<String, RingTensor>, name: &str, frac: u32) -> Result<Share, PrivateModelError> {
@@ -146,10 +161,10 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
 pub struct PrivateLayer {
     qkv: [PrivateLinear; 3],
     attn_out: PrivateLinear,
-    ln1: (VecShare, Share),
+    ln1: (Share, Share),
     inter: PrivateLinear,
     out: PrivateLinear,
-    ln2: (VecShare, Share),
+    ln2: (Share, Share),
     heads: usize,
     act: HiddenAct,
     softmax: SoftmaxAct,
@@ -173,13 +188,13 @@ impl PrivateLayer {
             qkv: [l(p, "attention.self.query", 0)?, l(p, "attention.self.key", 1)?, l(p, "attention.self.value", 2)?],
             attn_out: l(p, "attention.output.dense", 3)?,
             ln1: (
-                prepare_vector(p, &get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?, id(6))?,
+                get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?,
                 get(shares, &format!("{pre}.attention.output.LayerNorm.bias"), frac)?,
             ),
             inter: l(p, "intermediate.dense", 4)?,
             out: l(p, "output.dense", 5)?,
             ln2: (
-                prepare_vector(p, &get(shares, &format!("{pre}.output.LayerNorm.weight"), frac)?, id(7))?,
+                get(shares, &format!("{pre}.output.LayerNorm.weight"), frac)?,
                 get(shares, &format!("{pre}.output.LayerNorm.bias"), frac)?,
             ),
             heads: cfg.num_attention_heads,
@@ -245,16 +260,16 @@ impl PrivateLayer {
         }
         let ctx = Share { ring: RingTensor::new(&[l, h], ctx), frac: x.frac };
         p.set_class(Linear);
-        let ao = add_bias(matmul_weights(p, &ctx, &[&self.attn_out.w])?.remove(0), &self.attn_out.b);
+        // The projection stays untruncated (scale 2f) with bias and residual raised to it:
+        // LayerNorm's centring truncation absorbs the projection's.
+        let ao = self.attn_out.forward_raw(p, &ctx)?;
         p.set_class(LayerNorm);
-        let a = layer_norm(p, &super::protocol::add(&ao, x), &self.ln1.0, &self.ln1.1, self.eps)?;
+        let a = layer_norm(p, &residual_raw(&ao, x), &self.ln1.0, &self.ln1.1, self.eps, x.frac)?;
         p.set_class(Linear);
         let i = if self.act == HiddenAct::Quad {
             // The bias enters before the truncation (at scale 2f), which rides in the round of
             // Quad's square (booked as activation).
-            let raw = matmul_weights_raw(p, &a, &[&self.inter.w])?.remove(0);
-            let b = Share { ring: self.inter.b.ring.scale(1u64 << self.inter.w.frac), frac: raw.frac };
-            let raw = add_bias(raw, &b);
+            let raw = self.inter.forward_raw(p, &a)?;
             p.set_class(Activation);
             quad_raw(p, &raw, self.inter.w.frac)?
         } else {
@@ -268,8 +283,8 @@ impl PrivateLayer {
             }
         };
         p.set_class(Linear);
-        let o = add_bias(matmul_weights(p, &i, &[&self.out.w])?.remove(0), &self.out.b);
+        let o = self.out.forward_raw(p, &i)?;
         p.set_class(LayerNorm);
-        Ok(layer_norm(p, &super::protocol::add(&o, &a), &self.ln2.0, &self.ln2.1, self.eps)?)
+        Ok(layer_norm(p, &residual_raw(&o, &a), &self.ln2.0, &self.ln2.1, self.eps, a.frac)?)
     }
 }

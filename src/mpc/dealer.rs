@@ -57,11 +57,6 @@ pub enum Request {
     /// Product of two recent truncation outputs (n elements each, `back_a`, `back_b` as in
     /// `TruncMul`): the cross products of their (rt, msb) parts, rt·rt′, rt·msb′, msb·rt′, msb·msb′.
     TruncPair { n: usize, back_a: usize, back_b: usize },
-    /// Register a fixed elementwise mask B [n] for a weight vector under `id` (LayerNorm's γ).
-    VecMask { id: u64, n: usize },
-    /// For x [rows, n]: a mask a, a∘a and a∘B_id per row (`protocol::square_and_vec_mul`: x² and
-    /// x∘γ from one opening of x − a).
-    SquareVecMul { id: u64, rows: usize, n: usize },
     /// Tournament selection for n groups of k values (`compare::tournament_select`): per pair
     /// of the group a daBit t (arithmetic and XOR), per member i a uniform aᵢ, and for every
     /// subset S of member i's k − 1 literals the products t_S (|S| ≥ 2) and t_S·aᵢ (|S| ≥ 1).
@@ -173,8 +168,6 @@ impl Request {
             Request::InjectMany { n, m } => (14, n as u64, m as u64, 0),
             Request::TruncMul { n, back, l } => (15, n as u64, back as u64, l as u64),
             Request::TruncPair { n, back_a, back_b } => (16, n as u64, back_a as u64, back_b as u64),
-            Request::VecMask { id, n } => (17, id, n as u64, 0),
-            Request::SquareVecMul { id, rows, n } => (18, id, rows as u64, n as u64),
             Request::Tournament { n, k } => (19, n as u64, k as u64, 0),
             // `with` travels as back_a + 1 in the second byte of the back word (0: a ready factor).
             Request::TruncPow { n, back, k, with } => (20, n as u64, back as u64 | (with.map_or(0, |a| a as u64 + 1) << 8), k as u64),
@@ -201,8 +194,6 @@ impl Request {
             14 => Request::InjectMany { n: v[1] as usize, m: v[2] as usize },
             15 => Request::TruncMul { n: v[1] as usize, back: v[2] as usize, l: v[3] as usize },
             16 => Request::TruncPair { n: v[1] as usize, back_a: v[2] as usize, back_b: v[3] as usize },
-            17 => Request::VecMask { id: v[1], n: v[2] as usize },
-            18 => Request::SquareVecMul { id: v[1], rows: v[2] as usize, n: v[3] as usize },
             19 => match v[2] as usize {
                 k @ 2..=TOURNAMENT_MAX_K => Request::Tournament { n: v[1] as usize, k },
                 k => return Err(ChannelError::Malformed(format!("tournament groups of {k} (2 to {TOURNAMENT_MAX_K})"))),
@@ -235,8 +226,6 @@ impl Request {
             Request::TruncPair { n, .. } => 4 * n,
             Request::TruncPow { n, k, with: None, .. } => 4 * k as usize * n,
             Request::TruncPow { n, k, with: Some(_), .. } => 6 * k as usize * n,
-            Request::VecMask { .. } => 0,
-            Request::SquareVecMul { rows, n, .. } => 2 * rows * n,
             Request::Tournament { n, k } => {
                 let (np, nts, ntsa) = tournament_sizes(k);
                 n * (np + nts + ntsa)
@@ -274,7 +263,6 @@ pub struct Dealer {
     /// embedding mask per inference cost more than the product's arithmetic).
     masks: std::collections::HashMap<u64, PackedB>,
     /// Registered elementwise masks of weight vectors.
-    vec_masks: std::collections::HashMap<u64, Vec<u64>>,
     /// Both parties' seeds of the current embedding lookup.
     embed_seeds: (Vec<u64>, Vec<u64>),
     /// (rt, msb(r)) in the clear of the latest truncations, newest first (`TruncMul`, `TruncPair`).
@@ -291,7 +279,6 @@ impl Dealer {
             prg0: Prg::new(s0, STREAM_PREPROCESSING),
             prg1: Prg::new(s1, STREAM_PREPROCESSING),
             masks: std::collections::HashMap::new(),
-            vec_masks: std::collections::HashMap::new(),
             embed_seeds: (vec![0; 2], vec![0; 2]),
             recent_truncs: std::collections::VecDeque::new(),
             bytes_sent: 0,
@@ -457,19 +444,6 @@ impl Dealer {
                 let t: Vec<u64> = (0..n * m).map(|i| tb0.data[i] ^ tb1.data[i]).collect();
                 let mut out: Vec<u64> = (0..n * m).map(|i| t[i].wrapping_sub(ta0.data[i])).collect();
                 out.extend((0..n * m).map(|i| a0.data[i / m].wrapping_add(a1.data[i / m]).wrapping_mul(t[i]).wrapping_sub(c0.data[i])));
-                out
-            }
-            Request::VecMask { id, n } => {
-                let b = self.prg0.ring(&[n]).add(&self.prg1.ring(&[n]));
-                self.vec_masks.insert(id, b.data);
-                vec![]
-            }
-            Request::SquareVecMul { id, rows, n } => {
-                let (a0, c0) = (self.prg0.ring(&[rows * n]), self.prg0.ring(&[2 * rows * n]));
-                let a = a0.add(&self.prg1.ring(&[rows * n]));
-                let Some(b) = self.vec_masks.get(&id).filter(|b| b.len() == n) else { return vec![] };
-                let mut out: Vec<u64> = (0..rows * n).map(|i| a.data[i].wrapping_mul(a.data[i]).wrapping_sub(c0.data[i])).collect();
-                out.extend((0..rows * n).map(|i| a.data[i].wrapping_mul(b[i % n]).wrapping_sub(c0.data[rows * n + i])));
                 out
             }
             Request::Tournament { n, k } => {
@@ -739,15 +713,6 @@ impl DealerLink {
                 let mut ta_a = ta;
                 ta_a.extend_from_slice(&a);
                 Material { a: RingTensor::new(&[n * (np + k)], ta_a), b: tb, c }
-            }
-            // (∅, B share, ∅)
-            Request::VecMask { n, .. } => Material { a: empty(), b: prg.ring(&[n]), c: empty() },
-            // (a, a∘a, a∘B)
-            Request::SquareVecMul { rows, n, .. } => {
-                let a = prg.ring(&[rows * n]);
-                let c = if p0 { prg.ring(&[2 * rows * n]) } else { RingTensor::new(&[2 * rows * n], corr.unwrap_or_default()) };
-                let (sq, vm) = c.data.split_at(rows * n);
-                Material { a, b: RingTensor::new(&[rows * n], sq.to_vec()), c: RingTensor::new(&[rows * n], vm.to_vec()) }
             }
             // (β, [rt·β ; msb·β], ∅)
             Request::TruncMul { n, .. } => {

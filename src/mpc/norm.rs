@@ -1,58 +1,69 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 12 rounds per call:
-//! mean 1; (x − μ)² and (x − μ)·γ from one opening of x − μ (γ carries a fixed mask opened
-//! once per model, `protocol::square_and_vec_mul`) and one batched truncation (the γ product
-//! does not wait for the statistics); then `rsqrt_scaled_times` 9: normalisation 5,
-//! two Newton steps of one round each (u·y³ as a power product fused with y's truncation) —
-//! with (x − μ)·γ times the per-leading-bit constant riding along in the first two rounds, and
-//! its product with 1/√u in the last truncation's round — and one final truncation. The 1/H of the variance is folded into
-//! the public constants (√H/√(Σ(x − μ)² + H·ε) = 1/√(σ² + ε)).
+//! secret-shared model weights. Mirrors `model/norm.rs`. 10 rounds per call, and the input may
+//! arrive untruncated (a linear layer's output at scale 2f plus the residual), which saves the
+//! producer's truncation round:
+//! 1. the centring, the rescaling to scale f and the products in **one** round: with
+//!    S = Σx per row (local), H·x − S = H·(x − μ) is exact, and one truncation by
+//!    (scale(x) − f) + ⌈log₂H⌉ bits gives t = ρ·(x − μ) at scale f, ρ = H/2^⌈log₂H⌉ ∈ (1/2, 1]
+//!    (no separate mean truncation; LayerNorm is invariant to the common factor ρ except for ε,
+//!    which is rescaled by ρ²). t² and t·γ are formed in the same round (`fused::truncate_mul`:
+//!    t is a public value plus dealer-known secrets once the truncation opens, γ is opened under
+//!    a fresh mask);
+//! 2. `rsqrt_scaled_times` on Σt² + ρ²Hε at scale 2f, **untruncated** (the leading-bit
+//!    normalisation does not care about the scale), 9 rounds: normalisation 5, with t·γ's
+//!    truncation riding in its first round; two Newton steps of one round each (u·y³ as a power
+//!    product fused with y's truncation), t·γ times the per-leading-bit constant formed and
+//!    truncated inside them, its product with 1/√u in the last truncation's round; one final
+//!    truncation. √H/√(Σt² + ρ²Hε) = 1/(ρ·√(σ² + ε)), so (t·γ)·√H/√(Σt² + ρ²Hε) = (x − μ)·γ/√(σ² + ε).
+//!
+//! Range: H·(x − μ) at x's scale must stay below 2^62 (|x − μ| < 2^16 for x at 2f = 36 bits and
+//! H = 768), and Σt² < 2^62 at scale 2f (σ < 2^8 at f = 18, H = 768) — the old form's bounds.
 
 use super::channel::ChannelError;
 use super::fixed::encode;
+use super::fused::{truncate_mul, Operand};
 use super::party::{Party, Share};
-use super::protocol::{square_and_vec_mul, truncate, VecShare};
 use super::ring::RingTensor;
 
 /// Multiply by a public real constant (fixed-point, one truncation).
 pub fn scale_public(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
     let k = encode(c, x.frac);
-    truncate(p, &Share { ring: x.ring.scale(k), frac: 2 * x.frac }, x.frac)
+    super::protocol::truncate(p, &Share { ring: x.ring.scale(k), frac: 2 * x.frac }, x.frac)
 }
 
-fn row_means(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
-    let h = x.ring.shape[1];
-    let rows = x.ring.shape[0];
-    let sums: Vec<u64> =
-        (0..rows).map(|r| x.ring.data[r * h..(r + 1) * h].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
-    scale_public(p, &Share { ring: RingTensor::new(&[rows], sums), frac: x.frac }, 1.0 / h as f64)
+fn per_row(v: &[u64], h: usize) -> RingTensor {
+    RingTensor::new(&[v.len(), h], v.iter().flat_map(|&x| std::iter::repeat_n(x, h)).collect())
 }
 
-fn per_row(v: &Share, h: usize) -> RingTensor {
-    let rows = v.ring.len();
-    RingTensor::new(&[rows, h], v.ring.data.iter().flat_map(|&x| std::iter::repeat_n(x, h)).collect())
-}
-
-fn per_col(v: &Share, rows: usize) -> RingTensor {
+fn per_col(v: &Share, rows: usize) -> Share {
     let h = v.ring.len();
-    RingTensor::new(&[rows, h], (0..rows).flat_map(|_| v.ring.data.iter().copied()).collect())
+    Share { ring: RingTensor::new(&[rows, h], (0..rows).flat_map(|_| v.ring.data.iter().copied()).collect()), frac: v.frac }
 }
 
-/// LayerNorm over the last axis of x [rows, H]; γ a prepared [H] vector, β [H] shares; `eps` as in the config
-/// (values below two units of the fixed-point resolution are raised to two: the truncated
-/// variance of a constant row can be −1 unit, and rsqrt's input must stay positive).
-pub fn layer_norm(p: &mut Party, x: &Share, gamma: &VecShare, beta: &Share, eps: f64) -> Result<Share, ChannelError> {
+fn sums(x: &RingTensor, h: usize) -> Vec<u64> {
+    x.data.chunks(h).map(|r| r.iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect()
+}
+
+/// LayerNorm over the last axis of x [rows, H] (H ≥ 2) at any scale ≥ f; γ and β [H] shares at
+/// scale f; the output at scale f. `eps` as in the config (raised to two units of the scale-f
+/// resolution: a constant row's centred values can be ±1 unit after the truncation, and rsqrt's
+/// input must stay positive).
+pub fn layer_norm(p: &mut Party, x: &Share, gamma: &Share, beta: &Share, eps: f64, f: u32) -> Result<Share, ChannelError> {
     let (rows, h) = (x.ring.shape[0], x.ring.shape[1]);
-    let f = x.frac;
-    let mean = row_means(p, x)?;
-    let xc = Share { ring: x.ring.sub(&per_row(&mean, h)), frac: f };
-    let (sq, xg) = square_and_vec_mul(p, &xc, gamma)?;
-    // Σ(x − μ)² per row at scale 2f (exact), truncated together with (x − μ)·γ.
-    let ss: Vec<u64> =
-        (0..rows).map(|r| sq.ring.data[r * h..(r + 1) * h].iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect();
-    let tr = super::protocol::truncate_many(p, &[Share { ring: RingTensor::new(&[rows], ss), frac: 2 * f }, xg], f)?;
-    let e = p.public_term(encode(eps * h as f64, f).max(2));
-    let y = super::approx::rsqrt_scaled_times(p, &Share { ring: tr[0].ring.add_scalar(e), frac: f }, (h as f64).sqrt(), &tr[1])?;
-    Ok(Share { ring: y.ring.add(&per_col(beta, rows)), frac: f })
+    assert!(h >= 2 && x.frac >= f && gamma.frac == f, "layer_norm: H = {h}, scale {} to {f}, γ at {}", x.frac, gamma.frac);
+    let lg = usize::BITS - (h - 1).leading_zeros();
+    let rho = h as f64 / 2f64.powi(lg as i32);
+    // H·x − Σx = H·(x − μ), exact; truncated to ρ·(x − μ) at scale f.
+    let centred = Share { ring: x.ring.scale(h as u64).sub(&per_row(&sums(&x.ring, h), h)), frac: x.frac + lg };
+    let g = per_col(gamma, rows);
+    let t0 = Operand::t(0);
+    let (_, mut pr) = truncate_mul(p, &[(&centred, x.frac + lg - f)], &[(t0, t0), (t0, Operand::Ready(&g))])?;
+    let tg = pr.pop().expect("two products");
+    let sq = pr.pop().expect("two products");
+    // Σt² + ρ²·H·ε at scale 2f, exact.
+    let e = encode(rho * rho * eps * h as f64, 2 * f).max(2u64 << f);
+    let ss = RingTensor::new(&[rows], sums(&sq.ring, h)).add_scalar(p.public_term(e));
+    let y = super::approx::rsqrt_scaled_times(p, &Share { ring: ss, frac: 2 * f }, f, (h as f64).sqrt(), &tg)?;
+    Ok(Share { ring: y.ring.add(&per_col(beta, rows).ring), frac: f })
 }

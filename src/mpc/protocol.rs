@@ -257,60 +257,6 @@ pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, 
     Ok(WeightShare { id, masked, masked_packed, online_packed, frac: w.frac })
 }
 
-/// A weight vector (LayerNorm's γ) with a fixed elementwise mask B registered with the dealer:
-/// γ − B is opened once per model, like a [`WeightShare`].
-pub struct VecShare {
-    id: u64,
-    /// γ − B, public to both parties.
-    masked: RingTensor,
-    /// This party's share of B.
-    b: RingTensor,
-    pub frac: u32,
-}
-
-impl std::fmt::Debug for VecShare {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VecShare{{id: {}, len: {}, ..}}", self.id, self.masked.len())
-    }
-}
-
-/// Register a fixed mask for the weight vector `v` under `id` and open v − B (one round, at
-/// model preparation).
-pub fn prepare_vector(p: &mut Party, v: &Share, id: u64) -> Result<VecShare, ChannelError> {
-    let n = v.ring.len();
-    let t = p.preprocessing(Request::VecMask { id, n })?;
-    let b = RingTensor::new(&[n], t.b.data);
-    let masked = open_many(p, &[&RingTensor::new(&[n], v.ring.data.clone()).sub(&b)])?.remove(0);
-    Ok(VecShare { id, masked, b, frac: v.frac })
-}
-
-/// x∘x and x∘γ (γ broadcast over the rows of x [rows, n]), untruncated, from **one** opening
-/// of e = x − a: x² = e² + 2e·a + [a²] and, with g = γ − B public,
-/// x·γ = e·g + e·[B] + [a]·g + [a·B] (P0 adds the public products). Half the traffic of two
-/// Beaver products with γ opened per row.
-pub fn square_and_vec_mul(p: &mut Party, x: &Share, v: &VecShare) -> Result<(Share, Share), ChannelError> {
-    let n = v.masked.len();
-    let rows = x.ring.len() / n.max(1);
-    assert_eq!(rows * n, x.ring.len(), "square_and_vec_mul: {} values for rows of {n}", x.ring.len());
-    let t = p.preprocessing(Request::SquareVecMul { id: v.id, rows, n })?;
-    let e = open_many(p, &[&x.ring.sub(&RingTensor::new(&x.ring.shape, t.a.data.clone()))])?.remove(0);
-    let (mut sq, mut xv) = (Vec::with_capacity(rows * n), Vec::with_capacity(rows * n));
-    for i in 0..rows * n {
-        let (ei, ai, g) = (e.data[i], t.a.data[i], v.masked.data[i % n]);
-        sq.push(t.b.data[i].wrapping_add(2u64.wrapping_mul(ei).wrapping_mul(ai)).wrapping_add(p.public_term(ei.wrapping_mul(ei))));
-        xv.push(
-            t.c.data[i]
-                .wrapping_add(ei.wrapping_mul(v.b.data[i % n]))
-                .wrapping_add(ai.wrapping_mul(g))
-                .wrapping_add(p.public_term(ei.wrapping_mul(g))),
-        );
-    }
-    Ok((
-        Share { ring: RingTensor::new(&x.ring.shape, sq), frac: 2 * x.frac },
-        Share { ring: RingTensor::new(&x.ring.shape, xv), frac: x.frac + v.frac },
-    ))
-}
-
 /// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
 ///
 /// With f = W − B public and e = x − a opened: x·W = (e + a)(f + B), so
@@ -414,7 +360,8 @@ fn beaver_matmul(id: usize, e: &RingTensor, f: &RingTensor, t: &Material) -> Rin
 /// in the next two rounds of whatever protocol runs meanwhile, and `detach_rider` hands back
 /// the products. 2Quad attention runs its q·V this way inside the reciprocal of Σq, which does
 /// not need it. x is [blocks·m, k] with block i multiplied by ys[i] [k, n]; the products are
-/// untruncated (scale x.frac − shift + y.frac).
+/// untruncated (scale x.frac − shift + y.frac). With no ys it is a truncation alone, one round
+/// (`truncated`; LayerNorm's (x − μ)·γ rides this way in the normalisation of its variance).
 pub struct TruncMatmul {
     id: usize,
     class: LayerClass,
@@ -430,6 +377,8 @@ pub struct TruncMatmul {
     opened: Vec<u64>,
     /// The products, once both openings are in.
     pub products: Vec<Share>,
+    /// The truncated x, when there are no products.
+    pub truncated: Option<Share>,
 }
 
 impl TruncMatmul {
@@ -437,9 +386,9 @@ impl TruncMatmul {
     pub fn new(p: &mut Party, x: &Share, shift: u32, ys: Vec<Share>, class: LayerClass) -> Result<Self, ChannelError> {
         assert!(shift > 0 && shift < 62 && x.frac >= shift, "truncate: bad shift {shift} for scale {}", x.frac);
         let (rows, k) = (x.ring.shape[0], x.ring.shape[1]);
-        assert!(!ys.is_empty() && rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
+        assert!(ys.is_empty() || rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
         let trunc = p.preprocessing(Request::Trunc { n: x.ring.len(), f: shift })?;
-        let m = rows / ys.len();
+        let m = rows / ys.len().max(1);
         let mut triples = Vec::with_capacity(ys.len());
         for y in &ys {
             assert_eq!(y.ring.shape[0], k, "TruncMatmul: inner dimensions");
@@ -447,7 +396,21 @@ impl TruncMatmul {
         }
         let highs = high_bits(&trunc_masked(p.id, &x.ring, &trunc, shift), trunc_drop(shift));
         let shape = x.ring.shape.clone();
-        Ok(Self { id: p.id, class, highs, shape, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
+        Ok(Self {
+            id: p.id,
+            class,
+            highs,
+            shape,
+            frac: x.frac - shift,
+            shift,
+            ys,
+            trunc,
+            triples,
+            stage: 0,
+            opened: vec![],
+            products: vec![],
+            truncated: None,
+        })
     }
 }
 
@@ -467,6 +430,11 @@ impl Rider for TruncMatmul {
                 let theirs = super::channel::unpack_bits(&theirs, &[(self.highs.len(), 64 - k)])?;
                 let c = RingTensor::new(&self.shape, join_high_bits(&self.highs, &theirs, k));
                 let t = trunc_finish(self.id, &c, &self.trunc, self.shift);
+                if self.ys.is_empty() {
+                    self.truncated = Some(Share { ring: t, frac: self.frac });
+                    self.stage = 2;
+                    return Ok(());
+                }
                 let (rows, kk) = (t.shape[0], t.shape[1]);
                 let m = rows / self.ys.len();
                 let mut mine = Vec::new();
