@@ -245,7 +245,7 @@ proptest! {
             prop_assert_eq!(d.data[i], nonneg as u64, "drelu of {}", vals[i] as i64);
             prop_assert_eq!(r.data[i], if nonneg { vals[i] } else { 0 }, "relu of {}", vals[i] as i64);
         }
-        prop_assert_eq!(p0.totals().rounds, 5 + 5, "DReLU 5 rounds, ReLU 5 (sign bit injected into the product)");
+        prop_assert_eq!(p0.totals().rounds, 4 + 4, "DReLU 4 rounds, ReLU 4 (sign bit injected into the product)");
     }
 }
 
@@ -316,8 +316,8 @@ fn rider_travels_in_another_protocols_rounds() {
         let ring = |v: Vec<Share>| v.into_iter().map(|s| s.ring).collect::<Vec<_>>();
         (inv.ring, ring(riding), ring(alone), rounds)
     });
-    assert_eq!(o0.3, 9, "the reciprocal's rounds, with the rider's two openings inside them");
-    assert_eq!(p0.totals().rounds, 9 + 2, "then the rider alone: two rounds of its own");
+    assert_eq!(o0.3, 8, "the reciprocal's rounds, with the rider's two openings inside them");
+    assert_eq!(p0.totals().rounds, 8 + 2, "then the rider alone: two rounds of its own");
     assert!(p0.stats[&LayerClass::Attention].bytes_sent > 0 && p0.stats[&LayerClass::Attention].rounds == 2);
     let inv = o0.0.add(&o1.0);
     for (i, &v) in recip_in.iter().enumerate() {
@@ -361,7 +361,7 @@ fn private_reciprocal_over_a_wide_range() {
         let want = 1.0 / xq;
         assert!((got - want).abs() <= (2e-3 * want).max(3.0 * ulp), "1/{v} (encoded {xq}): {got} vs {want}");
     }
-    assert_eq!(p0.totals().rounds, 9);
+    assert_eq!(p0.totals().rounds, 8);
 }
 
 /// reciprocal_ext at 8 extra bits for f = 16, 18, 20, from one ulp (1/x = 2^f, the 2ReLU row
@@ -409,7 +409,7 @@ fn private_reciprocal_of_a_double_scale_input() {
             assert!((got - want).abs() <= (2e-4 * want).max(4.0 * 2f64.powi(-((f + s) as i32))), "1/{v}: {got} vs {want}");
         }
     }
-    assert_eq!(p0.totals().rounds, 9);
+    assert_eq!(p0.totals().rounds, 8);
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn private_rsqrt_over_a_wide_range() {
             // the last ones amplified by the per-position factor d ≤ 1.5·want.
             assert!((got - want).abs() <= (2e-6 + 4.5 * ulp) * want + 3.0 * ulp, "f={f}: 1/sqrt({v}) (encoded {xq}): {got} vs {want}");
         }
-        assert_eq!(p0.totals().rounds, 9);
+        assert_eq!(p0.totals().rounds, 8);
     }
 }
 
@@ -505,10 +505,10 @@ fn private_layer_norm_matches_plaintext() {
                 assert!((got - want).abs() < 5e-3, "input scale {xf}, row {r} col {j}: {got} vs {want}");
             }
         }
-        // [centring truncation; t², t·γ], then rsqrt_scaled_times 9: normalisation 5 (t·γ's
+        // [centring truncation; t², t·γ], then rsqrt_scaled_times 8: normalisation 4 (t·γ's
         // truncation riding in its first round), two one-round Newton steps (with t·γ·d riding
         // along), final product and truncation 2.
-        assert_eq!(p0.totals().rounds, 1 + 9, "LayerNorm 10 rounds (input scale {xf})");
+        assert_eq!(p0.totals().rounds, 1 + 8, "LayerNorm 9 rounds (input scale {xf})");
     }
 }
 
@@ -656,7 +656,7 @@ proptest! {
                 prop_assert_eq!((b0[k] ^ b1[k]) & 1, (x >= tj) as u64, "[{} ≥ {}]", x, tj);
             }
         }
-        prop_assert_eq!(p0.totals().rounds, 4);
+        prop_assert_eq!(p0.totals().rounds, 3);
     }
 
     /// Row maxima are exact (the fixed-point reference is the integer maximum), for any width.
@@ -671,7 +671,7 @@ proptest! {
             let want = vals[r * l..(r + 1) * l].iter().map(|&v| encode(v, F) as i64).max().unwrap();
             prop_assert_eq!(encode(got[r], F) as i64, want);
         }
-        prop_assert_eq!(rounds, 5 * approx::row_max_fan_ins(l).len() as u64);
+        prop_assert_eq!(rounds, 4 * approx::row_max_fan_ins(l).len() as u64);
     }
 
     /// GeLU (both forms) and tanh against their plaintext piecewise twins: only fixed-point
@@ -703,7 +703,7 @@ fn private_exp_over_its_whole_domain() {
         // Never below −1 unit: a truncation of a non-negative value can round down by one.
         assert!(got[i] >= -(2f64.powi(-(F as i32))));
     }
-    assert_eq!(rounds, 14);
+    assert_eq!(rounds, 13);
 }
 
 #[test]
@@ -730,7 +730,7 @@ fn private_softmax_matches_f64() {
             }
         }
         let steps = approx::row_max_fan_ins(l).len() as u64;
-        assert_eq!(rounds, 5 * steps + 14 + 9 + 2, "softmax rounds for L = {l}");
+        assert_eq!(rounds, 4 * steps + 13 + 8 + 2, "softmax rounds for L = {l}");
     }
 }
 
@@ -747,7 +747,7 @@ fn private_gelu_and_tanh_match_f64_everywhere() {
             let want = gelu_exact(form, xq);
             assert!((got[i] - want).abs() < 1.6e-4, "{form:?} gelu({xq}) = {} vs {want}", got[i]);
         }
-        assert_eq!(rounds, 12);
+        assert_eq!(rounds, 11);
     }
     let mut xs = grid(12.0, 8.0);
     xs.extend(grid(1.0, 4.0));
@@ -757,7 +757,7 @@ fn private_gelu_and_tanh_match_f64_everywhere() {
         // The table's 2.4e−5 plus two ulps at 16 bits (the truncation's rounding).
         assert!((got[i] - xq.tanh()).abs() < 2.4e-5 + 2.0 * 2f64.powi(-16), "tanh({xq}) = {} vs {}", got[i], xq.tanh());
     }
-    assert_eq!(rounds, 6);
+    assert_eq!(rounds, 5);
 }
 
 #[test]

@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    5,
+    6,
     "gelu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+softmax L=5: 166 rounds, 366842 B, client 1632 B, dealer 1030056 B\n\
-gelu+softmax L=9: 176 rounds, 617348 B, client 2912 B, dealer 1663320 B\n\
+gelu+softmax L=5: 152 rounds, 229082 B, client 1632 B, dealer 647784 B\n\
+gelu+softmax L=9: 160 rounds, 415860 B, client 2912 B, dealer 1132592 B\n\
 gelu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+2quad L=5: 124 rounds, 353136 B, client 1632 B, dealer 962472 B\n\
-gelu+2quad L=9: 124 rounds, 566270 B, client 2912 B, dealer 1456408 B\n\
+gelu+2quad L=5: 114 rounds, 219632 B, client 1632 B, dealer 586888 B\n\
+gelu+2quad L=9: 114 rounds, 380014 B, client 2912 B, dealer 949616 B\n\
 gelu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+2relu L=5: 138 rounds, 355438 B, client 1632 B, dealer 963688 B\n\
-gelu+2relu L=9: 138 rounds, 575916 B, client 2912 B, dealer 1466552 B\n\
+gelu+2relu L=5: 126 rounds, 220478 B, client 1632 B, dealer 585816 B\n\
+gelu+2relu L=9: 126 rounds, 385068 B, client 2912 B, dealer 952544 B\n\
 gelu_new+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+softmax L=5: 166 rounds, 366842 B, client 1632 B, dealer 1030056 B\n\
-gelu_new+softmax L=9: 176 rounds, 617348 B, client 2912 B, dealer 1663320 B\n\
+gelu_new+softmax L=5: 152 rounds, 229082 B, client 1632 B, dealer 647784 B\n\
+gelu_new+softmax L=9: 160 rounds, 415860 B, client 2912 B, dealer 1132592 B\n\
 gelu_new+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+2quad L=5: 124 rounds, 353136 B, client 1632 B, dealer 962472 B\n\
-gelu_new+2quad L=9: 124 rounds, 566270 B, client 2912 B, dealer 1456408 B\n\
+gelu_new+2quad L=5: 114 rounds, 219632 B, client 1632 B, dealer 586888 B\n\
+gelu_new+2quad L=9: 114 rounds, 380014 B, client 2912 B, dealer 949616 B\n\
 gelu_new+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+2relu L=5: 138 rounds, 355438 B, client 1632 B, dealer 963688 B\n\
-gelu_new+2relu L=9: 138 rounds, 575916 B, client 2912 B, dealer 1466552 B\n\
+gelu_new+2relu L=5: 126 rounds, 220478 B, client 1632 B, dealer 585816 B\n\
+gelu_new+2relu L=9: 126 rounds, 385068 B, client 2912 B, dealer 952544 B\n\
 quad+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+softmax L=5: 144 rounds, 208042 B, client 1632 B, dealer 775816 B\n\
-quad+softmax L=9: 154 rounds, 331508 B, client 2912 B, dealer 1205688 B\n\
+quad+softmax L=5: 132 rounds, 97162 B, client 1632 B, dealer 435784 B\n\
+quad+softmax L=9: 140 rounds, 178404 B, client 2912 B, dealer 750992 B\n\
 quad+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+2quad L=5: 102 rounds, 194336 B, client 1632 B, dealer 708232 B\n\
-quad+2quad L=9: 102 rounds, 280430 B, client 2912 B, dealer 998776 B\n\
+quad+2quad L=5: 94 rounds, 87712 B, client 1632 B, dealer 374888 B\n\
+quad+2quad L=9: 94 rounds, 142558 B, client 2912 B, dealer 568016 B\n\
 quad+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+2relu L=5: 116 rounds, 196638 B, client 1632 B, dealer 709448 B\n\
-quad+2relu L=9: 116 rounds, 290076 B, client 2912 B, dealer 1008920 B\n\
+quad+2relu L=5: 106 rounds, 88558 B, client 1632 B, dealer 373816 B\n\
+quad+2relu L=9: 106 rounds, 147612 B, client 2912 B, dealer 570944 B\n\
 relu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+softmax L=5: 152 rounds, 226442 B, client 1632 B, dealer 797416 B\n\
-relu+softmax L=9: 162 rounds, 364628 B, client 2912 B, dealer 1244568 B\n\
+relu+softmax L=5: 138 rounds, 106602 B, client 1632 B, dealer 443304 B\n\
+relu+softmax L=9: 146 rounds, 195396 B, client 2912 B, dealer 764528 B\n\
 relu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+2quad L=5: 110 rounds, 212736 B, client 1632 B, dealer 729832 B\n\
-relu+2quad L=9: 110 rounds, 313550 B, client 2912 B, dealer 1037656 B\n\
+relu+2quad L=5: 100 rounds, 97152 B, client 1632 B, dealer 382408 B\n\
+relu+2quad L=9: 100 rounds, 159550 B, client 2912 B, dealer 581552 B\n\
 relu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+2relu L=5: 124 rounds, 215038 B, client 1632 B, dealer 731048 B\n\
-relu+2relu L=9: 124 rounds, 323196 B, client 2912 B, dealer 1047800 B\n",
+relu+2relu L=5: 112 rounds, 97998 B, client 1632 B, dealer 381336 B\n\
+relu+2relu L=9: 112 rounds, 164604 B, client 2912 B, dealer 584480 B\n",
 );
 
 fn measured() -> String {

@@ -46,7 +46,7 @@ use super::ring::RingTensor;
 
 /// 1/x for shared positive x (|x·2^f| < 2^62), by normalisation and Newton–Raphson (the SPU
 /// approach; CrypTen's unnormalised NR with a fixed initial guess diverges beyond x ≈ 253):
-/// 1. `normalise` (5 rounds): the one-hot leading bit k of x, c = 2^(61−k) and the products
+/// 1. `normalise` (4 rounds): the one-hot leading bit k of x, c = 2^(61−k) and the products
 ///    x·c, slope·x·c, with d = 2^(f−k)-style per-position constants as shares;
 /// 2. u = x·c / 2^(61−f) ∈ [1, 2) at scale f (x·c ∈ [2^61, 2^62) stays inside the
 ///    truncation's |v| < 2^62 domain), and w₀ = 24/17 − (8/17)·u (the minimax line on [1, 2),
@@ -57,7 +57,7 @@ use super::ring::RingTensor;
 ///    round, and 2w − u·w² is truncated by 2f in the next;
 /// 4. 1/x = w·2^(f−k) = w·d / 2^f.
 ///
-/// Rounds: [trunc u, w₀; u·w₀²] [trunc w₁; u·w₁²] [trunc w₂; w₂·d] [trunc] — 9 in all with
+/// Rounds: [trunc u, w₀; u·w₀²] [trunc w₁; u·w₁²] [trunc w₂; w₂·d] [trunc] — 8 in all with
 /// the normalisation. x must be positive; x = 0 gives 0 (or one ulp), and results below 2^−f
 /// round to 0 or one ulp.
 pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
@@ -67,7 +67,7 @@ pub fn reciprocal(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
 /// 1/x at scale f + s (s extra fractional bits): the result keeps ~16 significant bits even when
 /// it is small (1/Σ over a long row would otherwise be a handful of ulps at scale f). Any
 /// positive x with 2f + s ≤ 61 (the result, ≤ 2^(2f+s) in the ring, is representable; the
-/// final products are split so that none passes the truncation's 2^62 bound). Same 9 rounds.
+/// final products are split so that none passes the truncation's 2^62 bound). Same 8 rounds.
 pub fn reciprocal_ext(p: &mut Party, x: &Share, s: u32) -> Result<Share, ChannelError> {
     reciprocal_ext_to(p, x, s, x.frac)
 }
@@ -110,7 +110,7 @@ pub fn reciprocal_ext_to(p: &mut Party, x: &Share, s: u32, f: u32) -> Result<Sha
     unreachable!("the second step returns")
 }
 
-/// Leading-bit normalisation of a positive x (|x| < 2^62 as a ring value), 5 rounds, without
+/// Leading-bit normalisation of a positive x (|x| < 2^62 as a ring value), 4 rounds, without
 /// the final truncation (the caller fuses it with its first product): returns x·c and the
 /// linear initial guess y₀·2^61 = aⱼ·2^61 − bⱼ·x·c, both at scale 61 with c = 2^(61−k) for
 /// x's leading bit k — truncated by 61 − f they are u ∈ [1, 2) at scale f with x = u·2^k
@@ -125,7 +125,7 @@ pub fn reciprocal_ext_to(p: &mut Party, x: &Share, s: u32, f: u32) -> Result<Sha
 /// significant bits while x < 2^44 (its per-position constants are round(bⱼ·2^(61−k))).
 ///
 /// Rounds: the thermometer code [x ≥ tᵢ] over all 62·S thresholds (`ge_thresholds`, one
-/// opening for all, 4 rounds), then the one-hot bits and their products with x in one round
+/// opening for all, 3 rounds), then the one-hot bits and their products with x in one round
 /// (`inject_many`).
 fn normalise(
     p: &mut Party,
@@ -182,7 +182,7 @@ fn normalise(
 /// y₀ = 1.2740 − 0.2929·u (the chord of 1/√u on [1, 2) lowered by half its largest gap:
 /// relative error ≤ 2.7%), then two Newton steps y ← (3y − u·y³)/2 (2.7% → 1.1e−3 → 2e−6,
 /// below the output resolution at 18 fractional bits), one round each (see `rsqrt_parts`).
-/// 5 + 3 + 1 = 9 rounds.
+/// 4 + 3 + 1 = 8 rounds.
 ///
 /// A piecewise-linear guess on eight segments of [1, 2) (`normalise` takes one line per
 /// segment; the segment costs 8 comparisons per position instead of 1, no rounds) reaches
@@ -208,7 +208,7 @@ pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelEr
 /// per-leading-bit constant) is formed and truncated inside the Newton iterations' rounds, and
 /// its product with the converged 1/√u rides in the last truncation's round; one more round
 /// truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below
-/// 2^(62 − 2f) in real terms. 9 rounds.
+/// 2^(62 − 2f) in real terms. 8 rounds.
 pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, f: u32, c: f64, v: &Share) -> Result<Share, ChannelError> {
     let (_, z) = rsqrt_parts(p, x, f, c, Some(v))?;
     truncate(p, &z, f)
@@ -220,7 +220,7 @@ fn rsqrt_cube_scale(f: u32) -> u32 {
     f.min((60 - f) / 3)
 }
 
-/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 8 rounds: normalisation (5),
+/// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 7 rounds: normalisation (4),
 /// then three rounds, each truncation fused with the products of its output:
 /// [trunc u, y₀; u·y₀³ (and v·d)] [trunc y₁ (and v·d); u·y₁³] [trunc y₂; y₂·d or (v·d)·y₂].
 /// Each Newton step y ← (3y − u·y³)/2 is one round: u·y³ is a power product of the freshly
@@ -301,7 +301,7 @@ fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
 }
 
 /// Normalise non-negative row values q by their row sums, q / Σq, with 1/Σq at s extra bits
-/// and one row-broadcast product (13 rounds: reciprocal 11, product 2). q may be at a higher
+/// and one row-broadcast product (10 rounds: reciprocal 8, product 2). q may be at a higher
 /// scale than `out_frac` (an untruncated square): the reciprocal takes the row sums at q's
 /// scale as they are, and the final truncation takes q·(1/Σq) ≤ 1 straight to `out_frac`.
 ///
@@ -333,7 +333,7 @@ fn two_quad_extra(f: u32) -> u32 {
 
 /// MPCFormer's 2Quad over the last axis: (s + c)² / Σ (s + c)², for unpadded rows (batch-1
 /// private inference has no padding keys). The square stays untruncated at scale 2f and is
-/// normalised there (`normalise_rows`). 12 rounds: square 1, normalisation 11 (reciprocal 9,
+/// normalised there (`normalise_rows`). 11 rounds: square 1, normalisation 10 (reciprocal 8,
 /// product 2).
 pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError> {
     let shift = p.public_term(super::fixed::encode(c, s.frac));
@@ -345,7 +345,7 @@ pub fn two_quad(p: &mut Party, s: &Share, c: f64) -> Result<Share, ChannelError>
 /// (2^−f; MPCFormer's 1e−12 is below the resolution): a row without a positive score becomes
 /// uniform 1/L exactly as in the plaintext model, other rows are relu(s)/Σ within fixed point.
 /// With inv = 1/(Σ relu + ε) (at f + 8 bits) the numerator's ε/L·inv is inv_ring/L at the
-/// product's scale, added at 20 extra bits and removed by the product's single truncation. 16 rounds (relu 5, reciprocal 9, product 2).
+/// product's scale, added at 20 extra bits and removed by the product's single truncation. 14 rounds (relu 4, reciprocal 8, product 2).
 pub fn two_relu(p: &mut Party, s: &Share) -> Result<Share, ChannelError> {
     let f = s.frac;
     let r = super::compare::relu(p, s)?;
@@ -415,8 +415,8 @@ pub const EXP_CLIP: f64 = 16.0;
 const EXP_HALVINGS: u32 = 5;
 
 /// e^x for shared x ≤ 0 (any ring value with |x| < 2^46 — including masks of −10⁴ and beyond;
-/// CrypTen's limit method turns garbage below −256), at x's scale, in 14 rounds:
-/// 1. clip: x_c = relu(x + 16) − 16 (5 rounds), so x_c ∈ [−16, 0];
+/// CrypTen's limit method turns garbage below −256), at x's scale, in 13 rounds:
+/// 1. clip: x_c = relu(x + 16) − 16 (4 rounds), so x_c ∈ [−16, 0];
 /// 2. t = x_c/32 ∈ [−0.5, 0] at 29 fractional bits (a local shift);
 /// 3. 2·p(t) = 2 + 2t + t² + t³/3 (2p to keep every term exact at one scale; 3 rounds, the
 ///    truncation of t² fused with t²·t/3), p the cubic Taylor polynomial of e^t;
@@ -474,10 +474,10 @@ pub fn row_max_fan_ins(mut w: usize) -> Vec<usize> {
 const MAX_PAD: u64 = (1u64 << 61).wrapping_neg();
 
 /// Row maxima of x [rows, L] → [rows], exact: a tournament tree whose every step compares
-/// all pairs of each group of k (sign bits, 4 rounds) and selects the winner with a fan-in-k
-/// AND fused into the bit injection (`compare::tournament_select`, 1 round). 5 rounds per
-/// step, `row_max_fan_ins(L).len()` steps: L = 128 in 3 (15 rounds; a pairwise tree needs 7
-/// steps, 35 rounds), L = 512 in 4. The price is comparisons: k(k−1)/2 per k values instead
+/// all pairs of each group of k (sign bits, 3 rounds) and selects the winner with a fan-in-k
+/// AND fused into the bit injection (`compare::tournament_select`, 1 round). 4 rounds per
+/// step, `row_max_fan_ins(L).len()` steps: L = 128 in 3 (12 rounds; a pairwise tree needs 7
+/// steps, 28 rounds), L = 512 in 4. The price is comparisons: k(k−1)/2 per k values instead
 /// of k − 1 (twice as many at fan-in 4), cheap next to the rounds saved.
 pub fn row_max(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let (rows, mut w) = (x.ring.shape[0], x.ring.shape[1]);
@@ -710,7 +710,7 @@ fn three_bits(p: &mut Party, x: &Share, t: f64) -> Result<Vec<RingTensor>, Chann
 /// 0 below −4. With H = E + O (even and odd powers of x/4), h(|x|) = E ± O by the sign of x, and
 /// with bits b₀ = [x ≥ 0], b₊ = [x ≥ 4], b₋ = [x ≥ −4]:
 ///   GeLU(x) = b₀·(x − 2O) + b₊·(E + O) + b₋·(O − E),
-/// three bit injections in one round. 12 rounds: polynomial 7, sign bits 4, selection 1.
+/// three bit injections in one round. 11 rounds: polynomial 7, sign bits 3, selection 1.
 /// Max error vs the exact function 1.3e−4 (at the cut-off; 1.1e−4 inside), plus fixed point.
 pub fn gelu(p: &mut Party, x: &Share, form: GeluForm) -> Result<Share, ChannelError> {
     let h = match form {
@@ -735,9 +735,9 @@ const TANH_EXTRA: u32 = 32;
 /// tanh over the whole real line as a lookup of its segment (the pooler's activation: one
 /// row of H values, so thousands of comparisons per value cost little and rounds are what
 /// counts). The thermometer code [x ≥ kⱼ] over all 301 [`tanh_knots`] comes from one opening
-/// (`ge_thresholds`, 4 rounds); adjacent bits XOR to the one-hot segment hⱼ, injected together
+/// (`ge_thresholds`, 3 rounds); adjacent bits XOR to the one-hot segment hⱼ, injected together
 /// with the products hⱼ·x (`inject_many`, 1 round); then Σⱼ hⱼ·aⱼ + bⱼ·(hⱼ·x) with the segment's
-/// intercept and slope at f + 32 bits, truncated once (1 round). 6 rounds (the degree-10
+/// intercept and slope at f + 32 bits, truncated once (1 round). 5 rounds (the degree-10
 /// polynomial this replaced took 15); max error 2.3e−5 from tanh.
 pub fn tanh(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let f = x.frac;
@@ -820,6 +820,6 @@ mod tests {
             let want = guess[j].0 - guess[j].1 * uq;
             assert!((got_y - want).abs() <= 3.0 / 2f64.powi(f as i32), "y0({v}) = {got_y} vs {want} (segment {j})");
         }
-        assert_eq!(p0.totals().rounds, 6, "normalisation 5 + the test's truncation 1");
+        assert_eq!(p0.totals().rounds, 5, "normalisation 4 + the test's truncation 1");
     }
 }

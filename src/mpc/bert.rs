@@ -120,8 +120,8 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
 /// `shift`) and the values `vh` (per head [L, dh]): per head (q·V)·(1/Σq) with q = (s + c)²,
 /// instead of (q·(1/Σq))·V — the normalisation is applied to the [L, dh] context, not to the
 /// [L, L] probabilities, which saves one L×L opening per head (the product with the row
-/// factors and its truncation now run on L×dh values), in 12 rounds:
-/// [trunc scores; square] (softmax) … reciprocal of Σq (9), with [trunc q] and [q·V] riding in
+/// factors and its truncation now run on L×dh values), in 11 rounds:
+/// [trunc scores; square] (softmax) … reciprocal of Σq (8), with [trunc q] and [q·V] riding in
 /// its first two rounds (`protocol::TruncMatmul`; they do not depend on it) …
 /// [trunc q·V; its product with 1/Σq] [trunc]. q·V is formed from q truncated to scale f:
 /// |Σ q·v| < 2^(62 − 2f) in real terms (2^26 at f = 18), and the context values |Σ P·v| < 2^9.

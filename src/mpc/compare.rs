@@ -10,9 +10,11 @@
 //! 3. msb = p₆₃ ⊕ carry₆₂;
 //! 4. to arithmetic with a daBit t: open v = msb ⊕ t (one round), [msb] = v + [t] − 2v·[t].
 //!
-//! Step 2 for the sign bit alone runs as a tree of fan-in-4 AND gates (three rounds, `and4`).
+//! Step 2 for the sign bit alone runs as a tree of fan-in-4 AND gates whose first level is local
+//! (the dealer shares the products of r's bits within each group of four) and whose other two
+//! levels are one round each (`and4`).
 //!
-//! Rounds: sign bit 4, DReLU 5 (4 + daBit conversion), ReLU 5: the XOR-shared sign bit is
+//! Rounds: sign bit 3, DReLU 4 (3 + daBit conversion), ReLU 4: the XOR-shared sign bit is
 //! injected straight into the product (`bit_mul_many`: one round opens b ⊕ t and x − a
 //! together), so the bit is never converted separately. The binary carry circuit gives full
 //! arithmetic-to-binary conversion (`to_bits`, 7 rounds).
@@ -187,58 +189,137 @@ enum MaskSrc {
 }
 
 /// Bits j, j + 4, j + 8, … of x moved to bits 0, 1, 2, … (the rest cleared).
-fn compress4(x: u64, j: u32) -> u64 {
+pub(crate) fn compress4(x: u64, j: u32) -> u64 {
     compress_even(compress_even(x >> j))
 }
 
-/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂, 4 rounds.
+/// XOR shares of msb(x) (in bit 0 of each word): p₆₃ ⊕ carry₆₂, 3 rounds.
 pub fn msb(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     let n = x.ring.len();
     let shape = x.ring.shape.clone();
-    let eda = p.preprocessing(Request::EdaBit { n })?;
-    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&shape, eda.a.data))])?.remove(0);
-    Ok(RingTensor::new(&shape, msb_of_difference(p, &c.data, &eda.b.data, |i| i)?))
+    let eda = p.preprocessing(Request::EdaMono { n })?;
+    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&shape, eda.a.data.clone()))])?.remove(0);
+    Ok(RingTensor::new(&shape, msb_of_difference(p, &c.data, &eda.b.data, &eda.c.data, |i| i)?))
 }
 
 /// XOR shares (bit 0) of [x ≥ tⱼ] for every element of x and every public threshold tⱼ
-/// (element-major, n·m bits), 4 rounds: one opening c = x + r serves all thresholds
-/// (x − tⱼ = (c − tⱼ) − r), then one carry tree per pair. Each x − tⱼ must lie in
+/// (element-major, n·m bits), 3 rounds: one opening c = x + r serves all thresholds
+/// (x − tⱼ = (c − tⱼ) − r), then one carry tree per pair, whose first level is local and
+/// served by the element's monomials of r for all m thresholds. Each x − tⱼ must lie in
 /// (−2^63, 2^63) as a signed ring value.
 pub fn ge_thresholds(p: &mut Party, x: &Share, ts: &[u64]) -> Result<Vec<u64>, ChannelError> {
     let n = x.ring.len();
     let m = ts.len();
-    let eda = p.preprocessing(Request::EdaBit { n })?;
-    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&x.ring.shape, eda.a.data))])?.remove(0);
+    let eda = p.preprocessing(Request::EdaMono { n })?;
+    let c = open_many(p, &[&x.ring.add(&RingTensor::new(&x.ring.shape, eda.a.data.clone()))])?.remove(0);
     let cs: Vec<u64> = (0..n * m).map(|i| c.data[i / m].wrapping_sub(ts[i % m])).collect();
     let one = p.public_term(1);
-    Ok(msb_of_difference(p, &cs, &eda.b.data, |i| i / m)?.into_iter().map(|b| b ^ one).collect())
+    Ok(msb_of_difference(p, &cs, &eda.b.data, &eda.c.data, |i| i / m)?.into_iter().map(|b| b ^ one).collect())
 }
 
-/// XOR shares (bit 0) of msb(cᵢ − r_{k(i)}) for public cᵢ and XOR-shared r (`rb`), 3 rounds.
+/// A public affine form α ⊕ β·a over GF(2), bit-sliced: bit m of each word belongs to group m.
+#[derive(Clone, Copy)]
+struct Affine {
+    alpha: u64,
+    beta: u64,
+}
+
+/// XOR share of Π_{o∈S} (α_o ⊕ β_o·a_o) per group (16 lanes), for factors at distinct offsets
+/// o of the group, from the shares `mono(T)` of the monomials a_T = Π_{o∈T} a_o (T ⊆ S; the
+/// empty monomial is P0's constant 1):  ⊕_{T⊆S} (Π_{o∈S∖T} α_o)·(Π_{o∈T} β_o)·a_T.
+fn affine_product(factors: &[(u32, Affine)], mono: &impl Fn(u8) -> u64) -> u64 {
+    let k = factors.len();
+    let mut acc = 0u64;
+    for sel in 0u32..1 << k {
+        let (mut coef, mut t) = (0xffffu64, 0u8);
+        for (i, &(o, f)) in factors.iter().enumerate() {
+            if sel >> i & 1 == 1 {
+                coef &= f.beta;
+                t |= 1 << o;
+            } else {
+                coef &= f.alpha;
+            }
+        }
+        if coef != 0 {
+            acc ^= coef & mono(t);
+        }
+    }
+    acc
+}
+
+/// XOR shares (bit 0) of msb(cᵢ − r_{k(i)}) for public cᵢ and XOR-shared r (`rb`, with the
+/// packed monomials `mono` of `Request::EdaMono`), 2 rounds.
 ///
 /// Only the carry into bit 63 is needed, so instead of all 64 prefix carries (`carries`, 768
 /// AND gates per element) a tree of (generate, propagate) groups quarters the width at each of
-/// its three levels (64 → 16 → 4 → 1, [`and4`]), with the level's bits packed densely into
-/// the opened words. Position 63 is the identity group (G = 0, P = 1), so the root is the
-/// carry out of bits 0…62. With the carry-in 1 of c + ¬r + 1 folded into bit 0.
-fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], k: impl Fn(usize) -> usize) -> Result<Vec<u64>, ChannelError> {
+/// its three levels (64 → 16 → 4 → 1). Position 63 is the identity group (G = 0, P = 1), so the
+/// root is the carry out of bits 0…62, with the carry-in 1 of c + ¬r + 1 folded into bit 0.
+///
+/// The first level is **local**: with c public, every bit's generate g = c·a and propagate
+/// p = c ⊕ a are affine in a = ¬r's bit (bit 0: g = c ⊕ ¬c·a, p = 0; bit 63: g = 0, p = 1), so a
+/// group's G = g₃ ⊕ p₃g₂ ⊕ p₃p₂g₁ ⊕ p₃p₂p₁g₀ and P = p₃p₂p₁p₀ are combinations, with public
+/// coefficients, of the monomials of the group's four bits of ¬r, which the dealer shares once
+/// per element (all thresholds of `ge_thresholds` use them). The other two levels are [`and4`]
+/// rounds, with the level's bits packed densely into the opened words.
+fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], mono: &[u64], k: impl Fn(usize) -> usize) -> Result<Vec<u64>, ChannelError> {
+    use super::dealer::{eda_mono_words, EDA_MONOMIALS, EDA_MONOMIAL_INDEX};
     let n = c.len();
+    let elements = rb.len();
+    let words = eda_mono_words(elements);
+    assert_eq!(mono.len(), EDA_MONOMIALS.len() * words, "msb: monomials for {elements} elements");
     let p0 = p.id == 0;
     let top = 1u64 << 63;
     let mut prop63 = Vec::with_capacity(n);
     let mut g = Vec::with_capacity(n);
     let mut pp = Vec::with_capacity(n);
+    // This party's shares of the 16 monomials a_T of the current element (fields of 16 groups).
+    let mut fields = [0u64; 16];
+    let mut cached = usize::MAX;
     for i in 0..n {
-        let r = rb[k(i)];
-        let nr = if p0 { !r } else { r };
-        let prop = if p0 { nr ^ c[i] } else { nr };
-        let gen = nr & c[i];
-        prop63.push(prop >> 63);
-        // Carry-in 1 at bit 0 (as in `carries`), identity group at bit 63.
-        g.push((gen ^ (prop & 1)) & !top);
-        pp.push((prop & !1 & !top) | if p0 { top } else { 0 });
+        let e = k(i);
+        let nr = if p0 { !rb[e] } else { rb[e] };
+        if e != cached {
+            for (t, f) in fields.iter_mut().enumerate() {
+                *f = match (t.count_ones(), EDA_MONOMIAL_INDEX[t]) {
+                    (0, _) => {
+                        if p0 {
+                            0xffff
+                        } else {
+                            0
+                        }
+                    }
+                    (1, _) => compress4(nr, t.trailing_zeros()),
+                    (_, Some(ti)) => mono[ti * words + e / 4] >> (16 * (e % 4)) & 0xffff,
+                    (_, None) => unreachable!("every subset of two or more offsets is a monomial"),
+                };
+            }
+            cached = e;
+        }
+        let ci = c[i];
+        prop63.push((if p0 { nr ^ ci } else { nr }) >> 63);
+        // Affine forms α ⊕ β·a of g and p per bit: g = c·a, p = c ⊕ a; bit 0 (carry-in folded)
+        // g = c ⊕ ¬c·a, p = 0; bit 63 (identity) g = 0, p = 1.
+        let (ga, gb) = (ci & 1, (ci & !1 & !top) | (!ci & 1));
+        let (pa, pb) = ((ci & !1 & !top) | top, !1 & !top);
+        let aff = |a: u64, b: u64, o: u32| Affine { alpha: compress4(a, o), beta: compress4(b, o) };
+        let gs: [Affine; 4] = std::array::from_fn(|o| aff(ga, gb, o as u32));
+        let ps: [Affine; 4] = std::array::from_fn(|o| aff(pa, pb, o as u32));
+        let field = |t: u8| fields[t as usize];
+        // G = ⊕ᵢ gᵢ·Π_{j>i} pⱼ, P = Π pⱼ.
+        let mut gg = 0u64;
+        for i in 0..4u32 {
+            let mut fs = [(0u32, gs[0]); 4];
+            fs[0] = (i, gs[i as usize]);
+            for j in i + 1..4 {
+                fs[(j - i) as usize] = (j, ps[j as usize]);
+            }
+            gg ^= affine_product(&fs[..(4 - i) as usize], &field);
+        }
+        let all: [(u32, Affine); 4] = std::array::from_fn(|j| (j as u32, ps[j]));
+        g.push(gg);
+        pp.push(affine_product(&all, &field));
     }
-    let mut w = 64u32;
+    let mut w = 16u32;
     while w > 1 {
         let h = w / 4;
         let parts = |v: &[u64]| -> Vec<Vec<u64>> {
@@ -311,7 +392,7 @@ pub fn inject_many(p: &mut Party, bits: &[u64], x: &[u64], m: usize) -> Result<(
 ///   wᵢ·xᵢ = Σ_S Π_{q∉S} u_q · Π_{q∈S} (1 − 2u_q) · t_S·xᵢ,   t_S·xᵢ = e·[t_S] + [t_S·aᵢ],
 /// over the subsets S of the literals; only S ⊇ Z = {q : u_q = 0} contribute, with sign
 /// (−1)^|S∖Z|. The dealer supplies [t_S] and [t_S·aᵢ] (`Request::Tournament`) — a fan-in-k
-/// AND fused with the bit injection, so a step of fan-in k costs the comparisons' 4 rounds + 1,
+/// AND fused with the bit injection, so a step of fan-in k costs the comparisons' 3 rounds + 1,
 /// like a pairwise step, while dividing the width by k instead of 2.
 pub fn tournament_select(p: &mut Party, x: &[u64], ge: &[u64], k: usize) -> Result<Vec<u64>, ChannelError> {
     use super::dealer::{multi_subset_index, tournament_literal, tournament_sizes};
@@ -393,7 +474,7 @@ pub fn drelu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     Ok(Share { ring: a.ring.neg().add_scalar(one), frac: 0 })
 }
 
-/// XOR shares (bit 0) of [x ≥ 0] (the negated sign bit), 4 rounds.
+/// XOR shares (bit 0) of [x ≥ 0] (the negated sign bit), 3 rounds.
 pub fn ge_zero_bits(p: &mut Party, x: &Share) -> Result<RingTensor, ChannelError> {
     let m = msb(p, x)?;
     let one = p.public_term(1);
@@ -442,7 +523,7 @@ pub fn bit_mul_many(p: &mut Party, pairs: &[(&RingTensor, &Share)]) -> Result<Ve
     Ok(out)
 }
 
-/// ReLU(x) = x·[x ≥ 0], same scale as x, 5 rounds (sign bit 4, bit injection 1).
+/// ReLU(x) = x·[x ≥ 0], same scale as x, 4 rounds (sign bit 3, bit injection 1).
 pub fn relu(p: &mut Party, x: &Share) -> Result<Share, ChannelError> {
     let d = ge_zero_bits(p, x)?;
     Ok(bit_mul_many(p, &[(&d, x)])?.remove(0))

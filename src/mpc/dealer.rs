@@ -44,6 +44,12 @@ pub enum Request {
     EmbedMask { id: u64, m: usize },
     /// Row-broadcast triple: a [rows·l], b [rows], c = a ∘ broadcast(b) (one factor per row).
     RowMul { rows: usize, l: usize },
+    /// edaBits with the low-level carry material of `compare::msb_of_difference` for n
+    /// elements: r arithmetic, r XOR-shared, and XOR shares of every product of two or more of
+    /// the bits ¬r₄ₘ₊ₒ (o ∈ T) within each group of four bit positions m, for the subsets T of
+    /// [`EDA_MONOMIALS`] — 16 bits (one per group) per element and subset, packed four elements
+    /// per word. With them the first carry-lookahead level (64 → 16 groups) is local.
+    EdaMono { n: usize },
     /// Fan-in-4 AND material for n lane words (`compare::and4`): XOR-shared masks of the
     /// [`AND4_VARS`] variables and of the products of every mask subset in [`and4_terms`].
     And4 { n: usize },
@@ -92,6 +98,32 @@ pub const AND4_VARS: usize = 7;
 /// Bit sets (over the [`AND4_VARS`] variables: P₀..P₃ = bits 0..3, G₀..G₂ = bits 4..6) of the
 /// four products of a fan-in-4 step — P₃G₂, P₃P₂G₁, P₃P₂P₁G₀ and P₃P₂P₁P₀.
 pub const AND4_PRODUCTS: [u8; 4] = [0b100_1000, 0b010_1100, 0b001_1110, 0b000_1111];
+
+/// The subsets (bit sets over the four offsets of a group) with two or more members, in a
+/// fixed order: the monomials of `Request::EdaMono`.
+pub const EDA_MONOMIALS: [u8; 11] = [0b0011, 0b0101, 0b0110, 0b0111, 0b1001, 0b1010, 0b1011, 0b1100, 0b1101, 0b1110, 0b1111];
+
+/// Words of packed monomials for n elements (four 16-bit fields per word), per subset.
+pub fn eda_mono_words(n: usize) -> usize {
+    n.div_ceil(4)
+}
+
+/// Index of each 4-bit subset in [`EDA_MONOMIALS`] (None for those with fewer than two members).
+pub const EDA_MONOMIAL_INDEX: [Option<usize>; 16] = {
+    let mut idx = [None; 16];
+    let mut i = 0;
+    while i < EDA_MONOMIALS.len() {
+        idx[EDA_MONOMIALS[i] as usize] = Some(i);
+        i += 1;
+    }
+    idx
+};
+
+/// The 16-bit monomial field of `EDA_MONOMIALS[t]` for a 64-bit value a: bit m is the AND of
+/// a's bits 4m + o over o ∈ T.
+pub fn eda_monomial(a: u64, t: u8) -> u64 {
+    (0..4u32).filter(|o| t >> o & 1 == 1).fold(0xffff, |acc, o| acc & super::compare::compress4(a, o))
+}
 
 /// Every subset with two or more variables of one of [`AND4_PRODUCTS`], each once, in a fixed
 /// order (the dealer supplies XOR shares of the product of their masks).
@@ -165,6 +197,7 @@ impl Request {
             Request::EmbedSeed => (11, 0, 0, 0),
             Request::RowMul { rows, l } => (12, rows as u64, l as u64, 0),
             Request::And4 { n } => (13, n as u64, 0, 0),
+            Request::EdaMono { n } => (21, n as u64, 0, 0),
             Request::InjectMany { n, m } => (14, n as u64, m as u64, 0),
             Request::TruncMul { n, back, l } => (15, n as u64, back as u64, l as u64),
             Request::TruncPair { n, back_a, back_b } => (16, n as u64, back_a as u64, back_b as u64),
@@ -191,6 +224,7 @@ impl Request {
             11 => Request::EmbedSeed,
             12 => Request::RowMul { rows: v[1] as usize, l: v[2] as usize },
             13 => Request::And4 { n: v[1] as usize },
+            21 => Request::EdaMono { n: v[1] as usize },
             14 => Request::InjectMany { n: v[1] as usize, m: v[2] as usize },
             15 => Request::TruncMul { n: v[1] as usize, back: v[2] as usize, l: v[3] as usize },
             16 => Request::TruncPair { n: v[1] as usize, back_a: v[2] as usize, back_b: v[3] as usize },
@@ -221,6 +255,7 @@ impl Request {
             Request::EmbedMask { id, m } => m * weight_cols(id),
             Request::RowMul { rows, l } => rows * l,
             Request::And4 { n } => n * and4_terms().len(),
+            Request::EdaMono { n } => n + EDA_MONOMIALS.len() * eda_mono_words(n),
             Request::InjectMany { n, m } => 2 * n * m,
             Request::TruncMul { n, .. } => 2 * n,
             Request::TruncPair { n, .. } => 4 * n,
@@ -424,6 +459,20 @@ impl Dealer {
                 let (a1, b1) = (self.prg1.ring(&[rows * l]), self.prg1.ring(&[rows]));
                 let (a, b) = (a0.add(&a1), b0.add(&b1));
                 (0..rows * l).map(|i| a.data[i].wrapping_mul(b.data[i / l]).wrapping_sub(c0.data[i])).collect()
+            }
+            Request::EdaMono { n } => {
+                let w = eda_mono_words(n);
+                let (r0, rb0, mono0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[EDA_MONOMIALS.len() * w]));
+                let r = r0.add(&self.prg1.ring(&[n]));
+                let mut out: Vec<u64> = r.data.iter().zip(&rb0.data).map(|(r, b)| r ^ b).collect();
+                for (ti, &t) in EDA_MONOMIALS.iter().enumerate() {
+                    let mut words = vec![0u64; w];
+                    for (e, &re) in r.data.iter().enumerate() {
+                        words[e / 4] |= eda_monomial(!re, t) << (16 * (e % 4));
+                    }
+                    out.extend(words.iter().zip(&mono0.data[ti * w..(ti + 1) * w]).map(|(v, s)| v ^ s));
+                }
+                out
             }
             Request::And4 { n } => {
                 let (m0, p0) = (self.prg0.ring(&[AND4_VARS * n]), self.prg0.ring(&[and4_terms().len() * n]));
@@ -674,6 +723,19 @@ impl DealerLink {
                 let c = if p0 { prg.ring(&[rows * l]) } else { RingTensor::new(&[rows * l], corr.unwrap_or_default()) };
                 Material { a, b, c }
             }
+            // (r arithmetic, r as XOR shares, packed monomials of ¬r [subsets·words], subset-major)
+            Request::EdaMono { n } => {
+                let r = prg.ring(&[n]);
+                let k = EDA_MONOMIALS.len() * eda_mono_words(n);
+                if p0 {
+                    let rb = prg.ring(&[n]);
+                    Material { a: r, b: rb, c: prg.ring(&[k]) }
+                } else {
+                    let corr = corr.unwrap_or_default();
+                    let (rb, mono) = corr.split_at(n);
+                    Material { a: r, b: RingTensor::new(&[n], rb.to_vec()), c: RingTensor::new(&[k], mono.to_vec()) }
+                }
+            }
             // (masks [AND4_VARS·n], ∅, mask products [terms·n]), variable- and term-major.
             Request::And4 { n } => {
                 let a = prg.ring(&[AND4_VARS * n]);
@@ -781,6 +843,41 @@ mod tests {
             let err = Request::decode(&to_bytes(&[20, 5, back_word, k])).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn eda_monomial_requests_round_trip_and_retired_tags_are_refused() {
+        let r = Request::EdaMono { n: 1001 };
+        assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.correction_len(|_| 0), 1001 + 11 * 251);
+        // 17 and 18 were LayerNorm's fixed γ mask (schedule ≤ 4).
+        for tag in [17u64, 18] {
+            let err = Request::decode(&to_bytes(&[tag, 5, 5, 0])).unwrap_err().to_string();
+            assert!(err.contains("unknown dealer request tag"), "{err}");
+        }
+    }
+
+    /// Bit m of a monomial field is the AND of bits 4m + o (o ∈ T) of the value; every subset of
+    /// two or more offsets is listed once and indexed.
+    #[test]
+    fn eda_monomials_are_products_of_each_groups_bits() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for (ti, &t) in EDA_MONOMIALS.iter().enumerate() {
+                assert_eq!(EDA_MONOMIAL_INDEX[t as usize], Some(ti));
+                let f = eda_monomial(x, t);
+                for m in 0..16 {
+                    let want = (0..4).filter(|o| t >> o & 1 == 1).all(|o| x >> (4 * m + o) & 1 == 1);
+                    assert_eq!(f >> m & 1 == 1, want, "value {x:#x}, subset {t:04b}, group {m}");
+                }
+                assert_eq!(f >> 16, 0);
+            }
+        }
+        let listed = (0u8..16).filter(|t| t.count_ones() >= 2).count();
+        assert_eq!(listed, EDA_MONOMIALS.len());
     }
 
     /// The monomials tᵏ is linear in, in the documented order, with msb² = msb folded.

@@ -1,6 +1,6 @@
 //! Private LayerNorm (the real one, not the BatchNorm stand-in of MPCFormer's latency
 //! benchmark): per row, μ = Σx/H, σ² = Σ(x − μ)²/H, y = (x − μ)·rsqrt(σ² + ε)·γ + β, with γ, β
-//! secret-shared model weights. Mirrors `model/norm.rs`. 10 rounds per call, and the input may
+//! secret-shared model weights. Mirrors `model/norm.rs`. 9 rounds per call, and the input may
 //! arrive untruncated (a linear layer's output at scale 2f plus the residual), which saves the
 //! producer's truncation round:
 //! 1. the centring, the rescaling to scale f and the products in **one** round: with
@@ -11,7 +11,7 @@
 //!    t is a public value plus dealer-known secrets once the truncation opens, γ is opened under
 //!    a fresh mask);
 //! 2. `rsqrt_scaled_times` on Σt² + ρ²Hε at scale 2f, **untruncated** (the leading-bit
-//!    normalisation does not care about the scale), 9 rounds: normalisation 5, with t·γ's
+//!    normalisation does not care about the scale), 8 rounds: normalisation 4, with t·γ's
 //!    truncation riding in its first round; two Newton steps of one round each (u·y³ as a power
 //!    product fused with y's truncation), t·γ times the per-leading-bit constant formed and
 //!    truncated inside them, its product with 1/√u in the last truncation's round; one final
