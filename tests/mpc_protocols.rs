@@ -801,8 +801,9 @@ proptest! {
 
     /// Truncation fused with its consumers: the truncated values are within 1.25 units of x/2^f, and
     /// every product (ready × truncation output, broadcast or not, affine truncation output ×
-    /// truncation output, ready × ready) equals the exact ring product of the revealed operands,
-    /// all in one round.
+    /// truncation output, ready × ready, and a long truncation output × a per-row ready value or
+    /// per-row truncation output) equals the exact ring product of the revealed operands, all in
+    /// one round.
     #[test]
     fn fused_truncation_and_products_are_exact(
         rows in 1usize..5, l in 1usize..6, f in 1u32..40,
@@ -819,19 +820,24 @@ proptest! {
         let rv: Vec<u64> = (0..rows).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
         let zv: Vec<u64> = (0..n).map(|_| next()).collect();
         let yv: Vec<u64> = (0..n).map(|_| next()).collect();
+        let wv: Vec<u64> = (0..rows).map(|_| next()).collect();
         let (xs, rs, zs, ys) = (shares(&RingTensor::new(&[n], xv.clone())), shares(&RingTensor::new(&[rows], rv.clone())),
             shares(&RingTensor::new(&[n], zv.clone())), shares(&RingTensor::new(&[n], yv.clone())));
+        let ws = shares(&RingTensor::new(&[rows], wv.clone()));
         let ((o0, p0), (o1, _), _) = run_local(move |p| {
             let x = Share { ring: xs[p.id].clone(), frac: 45 };
             let r = Share { ring: rs[p.id].clone(), frac: 45 };
             let z = Share { ring: zs[p.id].clone(), frac: 3 };
             let y = Share { ring: ys[p.id].clone(), frac: 2 };
+            let w = Share { ring: ws[p.id].clone(), frac: 1 };
             let (t, prods) = truncate_mul(p, &[(&x, f), (&r, f)], &[
                 (Operand::Ready(&z), Operand::t(0)),
                 (Operand::t(0), Operand::Ready(&z)),
                 (Operand::Ready(&z), Operand::t(1)),
                 (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::t(0)),
                 (Operand::Ready(&z), Operand::Ready(&y)),
+                (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::Ready(&w)),
+                (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::t(1)),
             ]).unwrap();
             (t.into_iter().map(|s| s.ring).collect::<Vec<_>>(), prods.into_iter().map(|s| (s.ring, s.frac)).collect::<Vec<_>>())
         });
@@ -849,7 +855,10 @@ proptest! {
             let aff = alpha.wrapping_mul(t[0].data[i]).wrapping_add(kappa);
             prop_assert_eq!(pr[3].data[i], aff.wrapping_mul(t[0].data[i]));
             prop_assert_eq!(pr[4].data[i], zv[i].wrapping_mul(yv[i]));
+            prop_assert_eq!(pr[5].data[i], aff.wrapping_mul(wv[i / l]), "wide product, row {}", i / l);
+            prop_assert_eq!(pr[6].data[i], aff.wrapping_mul(t[1].data[i / l]), "wide pair, row {}", i / l);
         }
+        prop_assert_eq!(o0.1[5].1, 45 - f + 1);
         prop_assert_eq!(o0.1[0].1, 3 + 45 - f);
         prop_assert_eq!(o0.1[3].1, 2 * (45 - f));
         prop_assert_eq!(p0.totals().rounds, 1);

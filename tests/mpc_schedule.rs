@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    6,
+    7,
     "gelu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+softmax L=5: 152 rounds, 229082 B, client 1632 B, dealer 647784 B\n\
-gelu+softmax L=9: 160 rounds, 415860 B, client 2912 B, dealer 1132592 B\n\
+gelu+softmax L=5: 152 rounds, 222682 B, client 1632 B, dealer 657384 B\n\
+gelu+softmax L=9: 160 rounds, 404340 B, client 2912 B, dealer 1149872 B\n\
 gelu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+2quad L=5: 114 rounds, 219632 B, client 1632 B, dealer 586888 B\n\
-gelu+2quad L=9: 114 rounds, 380014 B, client 2912 B, dealer 949616 B\n\
+gelu+2quad L=5: 114 rounds, 212112 B, client 1632 B, dealer 596488 B\n\
+gelu+2quad L=9: 114 rounds, 366478 B, client 2912 B, dealer 966896 B\n\
 gelu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu+2relu L=5: 126 rounds, 220478 B, client 1632 B, dealer 585816 B\n\
-gelu+2relu L=9: 126 rounds, 385068 B, client 2912 B, dealer 952544 B\n\
+gelu+2relu L=5: 126 rounds, 214078 B, client 1632 B, dealer 595416 B\n\
+gelu+2relu L=9: 126 rounds, 373548 B, client 2912 B, dealer 969824 B\n\
 gelu_new+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+softmax L=5: 152 rounds, 229082 B, client 1632 B, dealer 647784 B\n\
-gelu_new+softmax L=9: 160 rounds, 415860 B, client 2912 B, dealer 1132592 B\n\
+gelu_new+softmax L=5: 152 rounds, 222682 B, client 1632 B, dealer 657384 B\n\
+gelu_new+softmax L=9: 160 rounds, 404340 B, client 2912 B, dealer 1149872 B\n\
 gelu_new+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+2quad L=5: 114 rounds, 219632 B, client 1632 B, dealer 586888 B\n\
-gelu_new+2quad L=9: 114 rounds, 380014 B, client 2912 B, dealer 949616 B\n\
+gelu_new+2quad L=5: 114 rounds, 212112 B, client 1632 B, dealer 596488 B\n\
+gelu_new+2quad L=9: 114 rounds, 366478 B, client 2912 B, dealer 966896 B\n\
 gelu_new+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-gelu_new+2relu L=5: 126 rounds, 220478 B, client 1632 B, dealer 585816 B\n\
-gelu_new+2relu L=9: 126 rounds, 385068 B, client 2912 B, dealer 952544 B\n\
+gelu_new+2relu L=5: 126 rounds, 214078 B, client 1632 B, dealer 595416 B\n\
+gelu_new+2relu L=9: 126 rounds, 373548 B, client 2912 B, dealer 969824 B\n\
 quad+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+softmax L=5: 132 rounds, 97162 B, client 1632 B, dealer 435784 B\n\
-quad+softmax L=9: 140 rounds, 178404 B, client 2912 B, dealer 750992 B\n\
+quad+softmax L=5: 132 rounds, 90762 B, client 1632 B, dealer 445384 B\n\
+quad+softmax L=9: 140 rounds, 166884 B, client 2912 B, dealer 768272 B\n\
 quad+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+2quad L=5: 94 rounds, 87712 B, client 1632 B, dealer 374888 B\n\
-quad+2quad L=9: 94 rounds, 142558 B, client 2912 B, dealer 568016 B\n\
+quad+2quad L=5: 94 rounds, 80192 B, client 1632 B, dealer 384488 B\n\
+quad+2quad L=9: 94 rounds, 129022 B, client 2912 B, dealer 585296 B\n\
 quad+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-quad+2relu L=5: 106 rounds, 88558 B, client 1632 B, dealer 373816 B\n\
-quad+2relu L=9: 106 rounds, 147612 B, client 2912 B, dealer 570944 B\n\
+quad+2relu L=5: 106 rounds, 82158 B, client 1632 B, dealer 383416 B\n\
+quad+2relu L=9: 106 rounds, 136092 B, client 2912 B, dealer 588224 B\n\
 relu+softmax prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+softmax L=5: 138 rounds, 106602 B, client 1632 B, dealer 443304 B\n\
-relu+softmax L=9: 146 rounds, 195396 B, client 2912 B, dealer 764528 B\n\
+relu+softmax L=5: 138 rounds, 100202 B, client 1632 B, dealer 452904 B\n\
+relu+softmax L=9: 146 rounds, 183876 B, client 2912 B, dealer 781808 B\n\
 relu+2quad prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+2quad L=5: 100 rounds, 97152 B, client 1632 B, dealer 382408 B\n\
-relu+2quad L=9: 100 rounds, 159550 B, client 2912 B, dealer 581552 B\n\
+relu+2quad L=5: 100 rounds, 89632 B, client 1632 B, dealer 392008 B\n\
+relu+2quad L=9: 100 rounds, 146014 B, client 2912 B, dealer 598832 B\n\
 relu+2relu prepare: 15 rounds, 56576 B, dealer 0 B\n\
-relu+2relu L=5: 112 rounds, 97998 B, client 1632 B, dealer 381336 B\n\
-relu+2relu L=9: 112 rounds, 164604 B, client 2912 B, dealer 584480 B\n",
+relu+2relu L=5: 112 rounds, 91598 B, client 1632 B, dealer 390936 B\n\
+relu+2relu L=9: 112 rounds, 153084 B, client 2912 B, dealer 601760 B\n",
 );
 
 fn measured() -> String {

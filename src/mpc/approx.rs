@@ -203,11 +203,10 @@ pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelEr
 
 /// v ∘ (c/√x) per row at scale `f`, for positive x [rows] at any scale below 62 (e.g. an
 /// untruncated sum of squares at 2f: the scale only enters the per-position constants) and
-/// v [rows, l] at any scale ≥ f, **untruncated**: v's truncation to f rides in the
-/// normalisation's first round (`protocol::TruncMatmul` without products), v·d (d the
-/// per-leading-bit constant) is formed and truncated inside the Newton iterations' rounds, and
-/// its product with the converged 1/√u rides in the last truncation's round; one more round
-/// truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below
+/// v [rows, l] at any scale ≥ f (untruncated is best: its truncation is fused into the first
+/// Newton round): v·d (d the per-leading-bit constant) is formed and truncated inside the
+/// Newton iterations' rounds, and its product with the converged 1/√u in the last
+/// truncation's round; one more round truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below
 /// 2^(62 − 2f) in real terms. 8 rounds.
 pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, f: u32, c: f64, v: &Share) -> Result<Share, ChannelError> {
     let (_, z) = rsqrt_parts(p, x, f, c, Some(v))?;
@@ -222,15 +221,17 @@ fn rsqrt_cube_scale(f: u32) -> u32 {
 
 /// The shared part of `rsqrt_scaled` and `rsqrt_scaled_times`, 7 rounds: normalisation (4),
 /// then three rounds, each truncation fused with the products of its output:
-/// [trunc u, y₀; u·y₀³ (and v·d)] [trunc y₁ (and v·d); u·y₁³] [trunc y₂; y₂·d or (v·d)·y₂].
+/// [trunc u, y₀ (and v); u·y₀³ (and v·d)] [trunc y₁; u·y₁³] [trunc y₂ (and v·d); y₂·d or (v·d)·y₂].
 /// Each Newton step y ← (3y − u·y³)/2 is one round: u·y³ is a power product of the freshly
 /// truncated y (`fused::truncate_mul_pow`). The iterates enter it at a coarser scale g
 /// (`rsqrt_cube_scale`, 2^−14 at f = 18), both in 3y and in u·y³: the Newton map's derivative
 /// vanishes at its fixed point, so that rounding is squared away with the iterate's own error
 /// (1.1e−3 + 6e−5 before the last step, 2e−6 after it); u stays at scale f.
 /// x is at any scale (only the per-position constants see it); the work and the result are at
-/// scale f. An untruncated `v` (scale ≥ f) is truncated to f by a rider during the
-/// normalisation. Returns 1/√u and the untruncated product (scale 2f) of it with d, or with
+/// scale f. An untruncated `v` (scale > f) is truncated in the first Newton round, and its
+/// products with the per-row d and y₂ take truncation outputs of their own round (a wide
+/// product and a broadcast truncation pair, `fused`), so v's elements are never opened — only
+/// truncated, twice. Returns 1/√u and the untruncated product (scale 2f) of it with d, or with
 /// trunc(v ∘ d) per row when `v` is given.
 fn rsqrt_parts(p: &mut Party, x: &Share, f: u32, c: f64, v: Option<&Share>) -> Result<(Share, Share), ChannelError> {
     let fx = x.frac;
@@ -238,50 +239,41 @@ fn rsqrt_parts(p: &mut Party, x: &Share, f: u32, c: f64, v: Option<&Share>) -> R
     let g = rsqrt_cube_scale(f);
     let hi = f + 3 * g;
     let factor = |k: u32| super::fixed::encode(c * rsqrt_factor(k as i32 - fx as i32), f);
-    let (mut ready, mut riding) = (None, false);
-    match v {
-        Some(v) if v.frac > f => {
-            let class = p.class();
-            let rider = super::protocol::TruncMatmul::new(p, v, v.frac - f, vec![], class)?;
-            p.attach_rider(Box::new(rider));
-            riding = true;
-        }
-        v => ready = v.cloned(),
-    }
     let (xc, y0, mut ds) = normalise(p, x, &[(1.2740, 0.2929)], &[&factor])?;
-    if riding {
-        ready = p.detach_rider::<super::protocol::TruncMatmul>()?.truncated;
-    }
-    let v = ready.as_ref();
     let mut d = ds.pop().expect("one factor");
     d.frac = f;
     let cube = |a| PowProduct { a, b: 0, k: 3 };
-    // [trunc y₀ (to g), u (to f); u·y₀³ (and v·d)]
-    let vd_prod: Vec<(Operand, Operand)> = v.map(|v| (Operand::Ready(v), Operand::Ready(&d))).into_iter().collect();
-    let (mut t, mut pr, mut uy3) = truncate_mul_pow(p, &[(&y0, 61 - g), (&xc, 61 - f)], &vd_prod, &[cube(Operand::t(1))])?;
+    // [trunc y₀ (to g), u (to f) (and v to f); u·y₀³ (and v·d, d per row)]
+    let mut tr: Vec<(&Share, u32)> = vec![(&y0, 61 - g), (&xc, 61 - f)];
+    let vd_prod = match v {
+        Some(v) if v.frac > f => {
+            tr.push((v, v.frac - f));
+            vec![(Operand::t(2), Operand::Ready(&d))]
+        }
+        Some(v) => vec![(Operand::Ready(v), Operand::Ready(&d))],
+        None => vec![],
+    };
+    let (mut t, mut pr, mut uy3) = truncate_mul_pow(p, &tr, &vd_prod, &[cube(Operand::t(1))])?;
+    t.truncate(2);
     let u = t.pop().expect("two truncations");
     let mut y = t.pop().expect("two truncations");
     let vd_raw = pr.pop();
     // (3y − u·y³)/2 at scale hi + 1: 3y at g brought to hi, the halving folded into the scale.
     let newton = |y: &Share, uy3: Share| Share { ring: y.ring.scale(3u64 << (hi - g)).sub(&uy3.ring), frac: hi + 1 };
     let z1 = newton(&y, uy3.pop().expect("one power product"));
-    // [trunc y₁ (to g) (and v·d); u·y₁³]
-    let mut tr: Vec<(&Share, u32)> = vec![(&z1, hi + 1 - g)];
-    if let Some(r) = vd_raw.as_ref() {
-        tr.push((r, f));
-    }
-    let (mut t, _, mut uy3) = truncate_mul_pow(p, &tr, &[], &[cube(Operand::Ready(&u))])?;
-    let vd = if t.len() == 2 { t.pop() } else { None };
+    // [trunc y₁ (to g); u·y₁³]
+    let (mut t, _, mut uy3) = truncate_mul_pow(p, &[(&z1, hi + 1 - g)], &[], &[cube(Operand::Ready(&u))])?;
     y = t.pop().expect("one truncation");
     let z2 = newton(&y, uy3.pop().expect("one power product"));
-    // [trunc y₂ (to f); y₂·d, or (v·d)·y₂ per row]
-    let next = match &vd {
-        Some(vd) => (Operand::Ready(vd), Operand::t(0)),
-        None => (Operand::Ready(&d), Operand::t(0)),
+    // [trunc y₂ (to f) (and v·d to f); y₂·d, or (v·d)·y₂ with y₂ per row — both truncation
+    // outputs of this round, so nothing per element is opened]
+    let (mut ty, mut pr) = match &vd_raw {
+        Some(vd) => truncate_mul(p, &[(&z2, hi + 1 - f), (vd, vd.frac - f)], &[(Operand::t(1), Operand::t(0))])?,
+        None => truncate_mul(p, &[(&z2, hi + 1 - f)], &[(Operand::Ready(&d), Operand::t(0))])?,
     };
-    let (mut ty, mut pr) = truncate_mul(p, &[(&z2, hi + 1 - f)], &[next])?;
     let mut out = pr.pop().expect("one product");
     out.frac = 2 * f;
+    ty.truncate(1);
     Ok((ty.pop().expect("one truncation"), out))
 }
 

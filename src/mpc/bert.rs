@@ -147,10 +147,10 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     let inv = reciprocal_ext_to(p, &sums, extra, f)?;
     let qv = p.detach_rider::<TruncMatmul>()?.products;
     p.set_class(Attention);
-    // One factor per (head, query row), repeated over the row's dh context values.
-    let inv_x = Share { ring: RingTensor::new(&[rows * dh], inv.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, dh)).collect()), frac: inv.frac };
+    // One factor per (head, query row), broadcast over the row's dh context values (head-major,
+    // as the stacked rows): only the [heads·L] factors are opened, not [heads·L·dh].
     let qv_all = Share { ring: RingTensor::new(&[rows * dh], qv.iter().flat_map(|s| s.ring.data.iter().copied()).collect()), frac: 2 * f };
-    let (_, mut z) = truncate_mul(p, &[(&qv_all, f)], &[(Operand::Ready(&inv_x), Operand::t(0))])?;
+    let (_, mut z) = truncate_mul(p, &[(&qv_all, f)], &[(Operand::t(0), Operand::Ready(&inv))])?;
     let ctx = truncate(p, &z.pop().expect("one product"), f + extra)?;
     Ok((0..heads)
         .map(|i| Share { ring: RingTensor::new(&[l, dh], ctx.ring.data[i * l * dh..(i + 1) * l * dh].to_vec()), frac: f })

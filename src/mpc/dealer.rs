@@ -60,9 +60,14 @@ pub enum Request {
     /// requests before this one; 0 = the latest), broadcast over runs of l (`fused`): a mask β
     /// for x and c = (rt·β, msb·β) with the truncation's rt = (r mod 2^63) >> f and msb(r).
     TruncMul { n: usize, back: usize, l: usize },
-    /// Product of two recent truncation outputs (n elements each, `back_a`, `back_b` as in
-    /// `TruncMul`): the cross products of their (rt, msb) parts, rt·rt′, rt·msb′, msb·rt′, msb·msb′.
-    TruncPair { n: usize, back_a: usize, back_b: usize },
+    /// Product of a recent truncation output t [n] (`back` as in `TruncMul`) with a ready value
+    /// y [n/l], y broadcast over runs of l of t (one factor per row): a mask β [n/l] for y and
+    /// (rt·β, msb·β) per element of t.
+    TruncMulWide { n: usize, back: usize, l: usize },
+    /// Product of two recent truncation outputs (`back_a`, `back_b` as in `TruncMul`), a [n] and
+    /// b [n/l] broadcast over runs of l of a: the cross products of their (rt, msb) parts,
+    /// rt·rt′, rt·msb′, msb·rt′, msb·msb′, per element of a.
+    TruncPair { n: usize, back_a: usize, back_b: usize, l: usize },
     /// Tournament selection for n groups of k values (`compare::tournament_select`): per pair
     /// of the group a daBit t (arithmetic and XOR), per member i a uniform aᵢ, and for every
     /// subset S of member i's k − 1 literals the products t_S (|S| ≥ 2) and t_S·aᵢ (|S| ≥ 1).
@@ -200,7 +205,8 @@ impl Request {
             Request::EdaMono { n } => (21, n as u64, 0, 0),
             Request::InjectMany { n, m } => (14, n as u64, m as u64, 0),
             Request::TruncMul { n, back, l } => (15, n as u64, back as u64, l as u64),
-            Request::TruncPair { n, back_a, back_b } => (16, n as u64, back_a as u64, back_b as u64),
+            Request::TruncPair { n, back_a, back_b, l } => (16, n as u64, back_a as u64 | (back_b as u64) << 8, l as u64),
+            Request::TruncMulWide { n, back, l } => (22, n as u64, back as u64, l as u64),
             Request::Tournament { n, k } => (19, n as u64, k as u64, 0),
             // `with` travels as back_a + 1 in the second byte of the back word (0: a ready factor).
             Request::TruncPow { n, back, k, with } => (20, n as u64, back as u64 | (with.map_or(0, |a| a as u64 + 1) << 8), k as u64),
@@ -227,7 +233,22 @@ impl Request {
             21 => Request::EdaMono { n: v[1] as usize },
             14 => Request::InjectMany { n: v[1] as usize, m: v[2] as usize },
             15 => Request::TruncMul { n: v[1] as usize, back: v[2] as usize, l: v[3] as usize },
-            16 => Request::TruncPair { n: v[1] as usize, back_a: v[2] as usize, back_b: v[3] as usize },
+            16 => {
+                let (back_a, back_b) = ((v[2] & 0xff) as usize, (v[2] >> 8) as usize);
+                if back_a >= RECENT_TRUNCS || back_b >= RECENT_TRUNCS || v[3] == 0 {
+                    return Err(ChannelError::Malformed(format!(
+                        "truncation pair {back_a}/{back_b} broadcast over {} (the dealer keeps {RECENT_TRUNCS})",
+                        v[3]
+                    )));
+                }
+                Request::TruncPair { n: v[1] as usize, back_a, back_b, l: v[3] as usize }
+            }
+            22 => {
+                if v[2] as usize >= RECENT_TRUNCS || v[3] == 0 {
+                    return Err(ChannelError::Malformed(format!("wide truncation product against {} broadcast over {}", v[2], v[3])));
+                }
+                Request::TruncMulWide { n: v[1] as usize, back: v[2] as usize, l: v[3] as usize }
+            }
             19 => match v[2] as usize {
                 k @ 2..=TOURNAMENT_MAX_K => Request::Tournament { n: v[1] as usize, k },
                 k => return Err(ChannelError::Malformed(format!("tournament groups of {k} (2 to {TOURNAMENT_MAX_K})"))),
@@ -259,6 +280,7 @@ impl Request {
             Request::InjectMany { n, m } => 2 * n * m,
             Request::TruncMul { n, .. } => 2 * n,
             Request::TruncPair { n, .. } => 4 * n,
+            Request::TruncMulWide { n, .. } => 2 * n,
             Request::TruncPow { n, k, with: None, .. } => 4 * k as usize * n,
             Request::TruncPow { n, k, with: Some(_), .. } => 6 * k as usize * n,
             Request::Tournament { n, k } => {
@@ -360,19 +382,30 @@ impl Dealer {
                 out.extend((0..n).map(|i| msb[i / l].wrapping_mul(b.data[i]).wrapping_sub(s0.data[n + i])));
                 out
             }
-            Request::TruncPair { n, back_a, back_b } => {
+            Request::TruncPair { n, back_a, back_b, l } => {
                 let s0 = self.prg0.ring(&[4 * n]);
                 let (Some((rta, ma)), Some((rtb, mb))) = (self.recent_truncs.get(back_a), self.recent_truncs.get(back_b)) else {
                     return vec![];
                 };
-                if rta.len() != n || rtb.len() != n {
+                if rta.len() != n || rtb.len() * l != n {
                     return vec![];
                 }
                 let mut out = Vec::with_capacity(4 * n);
                 for (x, y) in [(rta, rtb), (rta, mb), (ma, rtb), (ma, mb)] {
                     let k = out.len();
-                    out.extend((0..n).map(|i| x[i].wrapping_mul(y[i]).wrapping_sub(s0.data[k + i])));
+                    out.extend((0..n).map(|i| x[i].wrapping_mul(y[i / l]).wrapping_sub(s0.data[k + i])));
                 }
+                out
+            }
+            Request::TruncMulWide { n, back, l } => {
+                let (b0, s0) = (self.prg0.ring(&[n / l]), self.prg0.ring(&[2 * n]));
+                let b = b0.add(&self.prg1.ring(&[n / l]));
+                let Some((rt, msb)) = self.recent_truncs.get(back) else { return vec![] };
+                if rt.len() != n || (n / l) * l != n {
+                    return vec![];
+                }
+                let mut out: Vec<u64> = (0..n).map(|i| rt[i].wrapping_mul(b.data[i / l]).wrapping_sub(s0.data[i])).collect();
+                out.extend((0..n).map(|i| msb[i].wrapping_mul(b.data[i / l]).wrapping_sub(s0.data[n + i])));
                 out
             }
             Request::TruncPow { n, back, k, with } => {
@@ -781,6 +814,12 @@ impl DealerLink {
                 let b = prg.ring(&[n]);
                 let c = if p0 { prg.ring(&[2 * n]) } else { RingTensor::new(&[2 * n], corr.unwrap_or_default()) };
                 Material { a: b, b: c, c: empty() }
+            }
+            // (∅, β [n/l], [rt·β ; msb·β])
+            Request::TruncMulWide { n, l, .. } => {
+                let b = prg.ring(&[n / l]);
+                let c = if p0 { prg.ring(&[2 * n]) } else { RingTensor::new(&[2 * n], corr.unwrap_or_default()) };
+                Material { a: empty(), b, c }
             }
             // ([rt·rt′ ; rt·msb′ ; msb·rt′ ; msb·msb′], ∅, ∅)
             Request::TruncPair { n, .. } => {

@@ -147,9 +147,6 @@ pub fn truncate_mul_pow(
         }
         let (na, nb) = (len(&a), len(&b));
         assert!(nb > 0 && na % nb == 0, "truncate_mul: {na} values against {nb}");
-        if let (Operand::Trunc { .. }, _) = (a, b) {
-            assert_eq!(na, nb, "truncate_mul: a truncation output can only be broadcast as the second operand");
-        }
         plan.push((a, b, na / nb));
     }
     let mut pmats: Vec<Material> = Vec::with_capacity(plan.len());
@@ -160,9 +157,9 @@ pub fn truncate_mul_pow(
             (Operand::Ready(_), Operand::Ready(y)) => Request::RowMul { rows: y.ring.len(), l: *l },
             (Operand::Ready(_), Operand::Trunc { idx, .. }) => Request::TruncMul { n, back: nt - 1 - idx, l: *l },
             (Operand::Trunc { idx: ia, .. }, Operand::Trunc { idx: ib, .. }) => {
-                Request::TruncPair { n, back_a: nt - 1 - ia, back_b: nt - 1 - ib }
+                Request::TruncPair { n, back_a: nt - 1 - ia, back_b: nt - 1 - ib, l: *l }
             }
-            (Operand::Trunc { .. }, Operand::Ready(_)) => unreachable!("swapped above"),
+            (Operand::Trunc { idx, .. }, Operand::Ready(_)) => Request::TruncMulWide { n, back: nt - 1 - idx, l: *l },
         };
         pmats.push(p.preprocessing(req)?);
     }
@@ -278,13 +275,32 @@ pub fn truncate_mul_pow(
                     })
                     .collect()
             }
+            (Operand::Trunc { idx, scale, offset }, Operand::Ready(_)) => {
+                // t·y with y [n/l] broadcast: y = E + β, t = P + w (P public, w = −rt + σC·msb):
+                // t·y = P·E + P·[β] + E·[w] + [β·w], β·w = −[rt·β] + σ·C·[msb·β].
+                let e = &opened[next];
+                next += 1;
+                let o = &outs[*idx];
+                (0..n)
+                    .map(|i| {
+                        let r = i / l;
+                        let (pp, sw) = aff(*idx, *scale, *offset, i);
+                        let bw = o.sigma[i].wrapping_mul(o.c).wrapping_mul(m.c.data[n + i]).wrapping_sub(m.c.data[i]);
+                        pt(e.data[r].wrapping_mul(pp))
+                            .wrapping_add(pp.wrapping_mul(m.b.data[r]))
+                            .wrapping_add(e.data[r].wrapping_mul(sw))
+                            .wrapping_add(scale.wrapping_mul(bw))
+                    })
+                    .collect()
+            }
             (Operand::Trunc { idx: ia, scale: sa, offset: ka }, Operand::Trunc { idx: ib, scale: sb, offset: kb }) => {
                 let (oa, ob) = (&outs[*ia], &outs[*ib]);
                 (0..n)
                     .map(|i| {
+                        let j = i / l;
                         let (pa, wa) = aff(*ia, *sa, *ka, i);
-                        let (pb, wb) = aff(*ib, *sb, *kb, i);
-                        let (ca, cb) = (oa.sigma[i].wrapping_mul(oa.c), ob.sigma[i].wrapping_mul(ob.c));
+                        let (pb, wb) = aff(*ib, *sb, *kb, j);
+                        let (ca, cb) = (oa.sigma[i].wrapping_mul(oa.c), ob.sigma[j].wrapping_mul(ob.c));
                         // w·w′ = rt·rt′ − σ′C′·rt·msb′ − σC·msb·rt′ + σσ′CC′·msb·msb′
                         let ww = m.a.data[i]
                             .wrapping_sub(cb.wrapping_mul(m.a.data[n + i]))
@@ -297,7 +313,6 @@ pub fn truncate_mul_pow(
                     })
                     .collect()
             }
-            (Operand::Trunc { .. }, Operand::Ready(_)) => unreachable!("swapped above"),
         };
         products.push(Share { ring: RingTensor::new(&shape, data), frac });
     }

@@ -162,11 +162,6 @@ impl Party {
         self.dealer.reseed(seed)
     }
 
-    /// The class the current communication is booked to.
-    pub fn class(&self) -> LayerClass {
-        self.class
-    }
-
     /// Attribute the following communication and time to `class`.
     pub fn set_class(&mut self, class: LayerClass) {
         self.flush_time();

@@ -360,8 +360,7 @@ fn beaver_matmul(id: usize, e: &RingTensor, f: &RingTensor, t: &Material) -> Rin
 /// in the next two rounds of whatever protocol runs meanwhile, and `detach_rider` hands back
 /// the products. 2Quad attention runs its q·V this way inside the reciprocal of Σq, which does
 /// not need it. x is [blocks·m, k] with block i multiplied by ys[i] [k, n]; the products are
-/// untruncated (scale x.frac − shift + y.frac). With no ys it is a truncation alone, one round
-/// (`truncated`; LayerNorm's (x − μ)·γ rides this way in the normalisation of its variance).
+/// untruncated (scale x.frac − shift + y.frac).
 pub struct TruncMatmul {
     id: usize,
     class: LayerClass,
@@ -377,8 +376,6 @@ pub struct TruncMatmul {
     opened: Vec<u64>,
     /// The products, once both openings are in.
     pub products: Vec<Share>,
-    /// The truncated x, when there are no products.
-    pub truncated: Option<Share>,
 }
 
 impl TruncMatmul {
@@ -386,9 +383,9 @@ impl TruncMatmul {
     pub fn new(p: &mut Party, x: &Share, shift: u32, ys: Vec<Share>, class: LayerClass) -> Result<Self, ChannelError> {
         assert!(shift > 0 && shift < 62 && x.frac >= shift, "truncate: bad shift {shift} for scale {}", x.frac);
         let (rows, k) = (x.ring.shape[0], x.ring.shape[1]);
-        assert!(ys.is_empty() || rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
+        assert!(!ys.is_empty() && rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
         let trunc = p.preprocessing(Request::Trunc { n: x.ring.len(), f: shift })?;
-        let m = rows / ys.len().max(1);
+        let m = rows / ys.len();
         let mut triples = Vec::with_capacity(ys.len());
         for y in &ys {
             assert_eq!(y.ring.shape[0], k, "TruncMatmul: inner dimensions");
@@ -396,21 +393,7 @@ impl TruncMatmul {
         }
         let highs = high_bits(&trunc_masked(p.id, &x.ring, &trunc, shift), trunc_drop(shift));
         let shape = x.ring.shape.clone();
-        Ok(Self {
-            id: p.id,
-            class,
-            highs,
-            shape,
-            frac: x.frac - shift,
-            shift,
-            ys,
-            trunc,
-            triples,
-            stage: 0,
-            opened: vec![],
-            products: vec![],
-            truncated: None,
-        })
+        Ok(Self { id: p.id, class, highs, shape, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
     }
 }
 
@@ -430,11 +413,6 @@ impl Rider for TruncMatmul {
                 let theirs = super::channel::unpack_bits(&theirs, &[(self.highs.len(), 64 - k)])?;
                 let c = RingTensor::new(&self.shape, join_high_bits(&self.highs, &theirs, k));
                 let t = trunc_finish(self.id, &c, &self.trunc, self.shift);
-                if self.ys.is_empty() {
-                    self.truncated = Some(Share { ring: t, frac: self.frac });
-                    self.stage = 2;
-                    return Ok(());
-                }
                 let (rows, kk) = (t.shape[0], t.shape[1]);
                 let m = rows / self.ys.len();
                 let mut mine = Vec::new();
