@@ -16,6 +16,14 @@
 //! Operands may be affine in a truncation output (α·t + κ, public α and κ), which covers the
 //! linear initial guesses and "2 − u·w"-style forms of the Newton iterations.
 //!
+//! A per-row second operand (one value per run of l elements of the first) works with either
+//! kind of first operand: a ready x [n] against a per-row truncation output (`Request::TruncMul`),
+//! a truncation output t [n] against a per-row ready y (`Request::TruncMulWide`: y is opened
+//! once per row, and the dealer shares rt·β and msb·β per element of t) or against a per-row
+//! truncation output (`Request::TruncPair` with a broadcast length). So a long value that is
+//! scaled per row need not be opened when it is itself truncated in that round (LayerNorm's
+//! (x − μ)·γ, 2Quad attention's context).
+//!
 //! Powers work the same way ([`truncate_mul_pow`]): with msb² = msb, tᵏ = (Q + w)ᵏ is Qᵏ plus a
 //! combination, with coefficients public after the opening, of the 2k monomials rt¹…rtᵏ and
 //! msb·rt⁰…msb·rtᵏ⁻¹, which the dealer shares (`Request::TruncPow`, with their products by the

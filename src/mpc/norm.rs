@@ -11,11 +11,13 @@
 //!    t is a public value plus dealer-known secrets once the truncation opens, γ is opened under
 //!    a fresh mask);
 //! 2. `rsqrt_scaled_times` on Σt² + ρ²Hε at scale 2f, **untruncated** (the leading-bit
-//!    normalisation does not care about the scale), 8 rounds: normalisation 4, with t·γ's
-//!    truncation riding in its first round; two Newton steps of one round each (u·y³ as a power
-//!    product fused with y's truncation), t·γ times the per-leading-bit constant formed and
-//!    truncated inside them, its product with 1/√u in the last truncation's round; one final
-//!    truncation. √H/√(Σt² + ρ²Hε) = 1/(ρ·√(σ² + ε)), so (t·γ)·√H/√(Σt² + ρ²Hε) = (x − μ)·γ/√(σ² + ε).
+//!    normalisation does not care about the scale), 8 rounds: normalisation 4; two Newton
+//!    steps of one round each (u·y³ as a power product fused with y's truncation), with t·γ
+//!    truncated in the first and multiplied by the per-row leading-bit constant d there; that
+//!    product truncated in the third round and multiplied by the per-row 1/√u, both operands
+//!    truncation outputs of that round; one final truncation. Per element that is four
+//!    truncations and one opening (γ's), nothing else. √H/√(Σt² + ρ²Hε) = 1/(ρ·√(σ² + ε)), so
+//!    (t·γ)·√H/√(Σt² + ρ²Hε) = (x − μ)·γ/√(σ² + ε).
 //!
 //! Range: H·(x − μ) at x's scale must stay below 2^62 (|x − μ| < 2^16 for x at 2f = 36 bits and
 //! H = 768), and Σt² < 2^62 at scale 2f (σ < 2^8 at f = 18, H = 768) — the old form's bounds.
