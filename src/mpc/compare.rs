@@ -217,34 +217,24 @@ pub fn ge_thresholds(p: &mut Party, x: &Share, ts: &[u64]) -> Result<Vec<u64>, C
     Ok(msb_of_difference(p, &cs, &eda.b.data, &eda.c.data, |i| i / m)?.into_iter().map(|b| b ^ one).collect())
 }
 
-/// A public affine form α ⊕ β·a over GF(2), bit-sliced: bit m of each word belongs to group m.
-#[derive(Clone, Copy)]
-struct Affine {
-    alpha: u64,
-    beta: u64,
+/// A polynomial over GF(2) in the four bits a₀…a₃ of a group, with public coefficients
+/// bit-sliced over the 16 groups: entry T is the coefficient word of the monomial a_T.
+type GroupPoly = [u64; 16];
+
+/// p·(α ⊕ β·a_o) for a polynomial p not involving a_o (its monomials are subsets of the offsets
+/// below o).
+fn times_affine(p: &GroupPoly, o: usize, alpha: u64, beta: u64) -> GroupPoly {
+    let mut out = [0u64; 16];
+    for t in 0..1usize << o {
+        out[t] ^= alpha & p[t];
+        out[t | 1 << o] ^= beta & p[t];
+    }
+    out
 }
 
-/// XOR share of Π_{o∈S} (α_o ⊕ β_o·a_o) per group (16 lanes), for factors at distinct offsets
-/// o of the group, from the shares `mono(T)` of the monomials a_T = Π_{o∈T} a_o (T ⊆ S; the
-/// empty monomial is P0's constant 1):  ⊕_{T⊆S} (Π_{o∈S∖T} α_o)·(Π_{o∈T} β_o)·a_T.
-fn affine_product(factors: &[(u32, Affine)], mono: &impl Fn(u8) -> u64) -> u64 {
-    let k = factors.len();
-    let mut acc = 0u64;
-    for sel in 0u32..1 << k {
-        let (mut coef, mut t) = (0xffffu64, 0u8);
-        for (i, &(o, f)) in factors.iter().enumerate() {
-            if sel >> i & 1 == 1 {
-                coef &= f.beta;
-                t |= 1 << o;
-            } else {
-                coef &= f.alpha;
-            }
-        }
-        if coef != 0 {
-            acc ^= coef & mono(t);
-        }
-    }
-    acc
+/// This party's XOR share of a polynomial: ⊕_T coefficient_T ∧ [a_T].
+fn share_of(p: &GroupPoly, fields: &[u64; 16]) -> u64 {
+    p.iter().zip(fields).fold(0u64, |acc, (c, f)| acc ^ (c & f))
 }
 
 /// XOR shares (bit 0) of msb(cᵢ − r_{k(i)}) for public cᵢ and XOR-shared r (`rb`, with the
@@ -268,7 +258,6 @@ fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], mono: &[u64], k: impl
     let words = eda_mono_words(elements);
     assert_eq!(mono.len(), EDA_MONOMIALS.len() * words, "msb: monomials for {elements} elements");
     let p0 = p.id == 0;
-    let top = 1u64 << 63;
     let mut prop63 = Vec::with_capacity(n);
     let mut g = Vec::with_capacity(n);
     let mut pp = Vec::with_capacity(n);
@@ -297,27 +286,33 @@ fn msb_of_difference(p: &mut Party, c: &[u64], rb: &[u64], mono: &[u64], k: impl
         }
         let ci = c[i];
         prop63.push((if p0 { nr ^ ci } else { nr }) >> 63);
-        // Affine forms α ⊕ β·a of g and p per bit: g = c·a, p = c ⊕ a; bit 0 (carry-in folded)
-        // g = c ⊕ ¬c·a, p = 0; bit 63 (identity) g = 0, p = 1.
-        let (ga, gb) = (ci & 1, (ci & !1 & !top) | (!ci & 1));
-        let (pa, pb) = ((ci & !1 & !top) | top, !1 & !top);
-        let aff = |a: u64, b: u64, o: u32| Affine { alpha: compress4(a, o), beta: compress4(b, o) };
-        let gs: [Affine; 4] = std::array::from_fn(|o| aff(ga, gb, o as u32));
-        let ps: [Affine; 4] = std::array::from_fn(|o| aff(pa, pb, o as u32));
-        let field = |t: u8| fields[t as usize];
-        // G = ⊕ᵢ gᵢ·Π_{j>i} pⱼ, P = Π pⱼ.
-        let mut gg = 0u64;
-        for i in 0..4u32 {
-            let mut fs = [(0u32, gs[0]); 4];
-            fs[0] = (i, gs[i as usize]);
-            for j in i + 1..4 {
-                fs[(j - i) as usize] = (j, ps[j as usize]);
-            }
-            gg ^= affine_product(&fs[..(4 - i) as usize], &field);
+        // Per offset o, the forms α ⊕ β·a of g = c·a and p = c ⊕ a over the 16 groups; bit 0
+        // (group 0, offset 0; carry-in folded) has g = c ⊕ ¬c·a, p = 0, and bit 63 (group 15,
+        // offset 3; identity) g = 0, p = 1.
+        let cw: [u64; 4] = std::array::from_fn(|o| compress4(ci, o as u32));
+        let (b0, b15) = (1u64, 1u64 << 15);
+        let mut gb = cw;
+        gb[0] = (cw[0] & !b0) | (!cw[0] & b0);
+        gb[3] &= !b15;
+        let ga0 = cw[0] & b0;
+        let mut pa = cw;
+        pa[0] &= !b0;
+        pa[3] |= b15;
+        let mut pb = [0xffffu64; 4];
+        pb[0] &= !b0;
+        pb[3] &= !b15;
+        // G = g₃ ⊕ p₃(g₂ ⊕ p₂(g₁ ⊕ p₁g₀)) (Horner) and P = p₃p₂p₁p₀, as polynomials in a.
+        let mut gp = [0u64; 16];
+        (gp[0], gp[1]) = (ga0, gb[0]);
+        let mut pp_poly = [0u64; 16];
+        (pp_poly[0], pp_poly[1]) = (pa[0], pb[0]);
+        for o in 1..4 {
+            gp = times_affine(&gp, o, pa[o], pb[o]);
+            gp[1 << o] ^= gb[o];
+            pp_poly = times_affine(&pp_poly, o, pa[o], pb[o]);
         }
-        let all: [(u32, Affine); 4] = std::array::from_fn(|j| (j as u32, ps[j]));
-        g.push(gg);
-        pp.push(affine_product(&all, &field));
+        g.push(share_of(&gp, &fields));
+        pp.push(share_of(&pp_poly, &fields));
     }
     let mut w = 16u32;
     while w > 1 {

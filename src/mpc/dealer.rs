@@ -124,10 +124,11 @@ pub const EDA_MONOMIAL_INDEX: [Option<usize>; 16] = {
     idx
 };
 
-/// The 16-bit monomial field of `EDA_MONOMIALS[t]` for a 64-bit value a: bit m is the AND of
-/// a's bits 4m + o over o ∈ T.
-pub fn eda_monomial(a: u64, t: u8) -> u64 {
-    (0..4u32).filter(|o| t >> o & 1 == 1).fold(0xffff, |acc, o| acc & super::compare::compress4(a, o))
+/// The 16-bit monomial fields of every subset in [`EDA_MONOMIALS`] for a 64-bit value a: bit m
+/// of field t is the AND of a's bits 4m + o over o ∈ EDA_MONOMIALS[t].
+pub fn eda_monomials(a: u64) -> [u64; 11] {
+    let g: [u64; 4] = std::array::from_fn(|o| super::compare::compress4(a, o as u32));
+    std::array::from_fn(|t| (0..4).filter(|o| EDA_MONOMIALS[t] >> o & 1 == 1).fold(0xffff, |acc, o| acc & g[o]))
 }
 
 /// Every subset with two or more variables of one of [`AND4_PRODUCTS`], each once, in a fixed
@@ -498,13 +499,13 @@ impl Dealer {
                 let (r0, rb0, mono0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[EDA_MONOMIALS.len() * w]));
                 let r = r0.add(&self.prg1.ring(&[n]));
                 let mut out: Vec<u64> = r.data.iter().zip(&rb0.data).map(|(r, b)| r ^ b).collect();
-                for (ti, &t) in EDA_MONOMIALS.iter().enumerate() {
-                    let mut words = vec![0u64; w];
-                    for (e, &re) in r.data.iter().enumerate() {
-                        words[e / 4] |= eda_monomial(!re, t) << (16 * (e % 4));
+                let mut words = vec![0u64; EDA_MONOMIALS.len() * w];
+                for (e, &re) in r.data.iter().enumerate() {
+                    for (ti, f) in eda_monomials(!re).into_iter().enumerate() {
+                        words[ti * w + e / 4] |= f << (16 * (e % 4));
                     }
-                    out.extend(words.iter().zip(&mono0.data[ti * w..(ti + 1) * w]).map(|(v, s)| v ^ s));
                 }
+                out.extend(words.iter().zip(&mono0.data).map(|(v, s)| v ^ s));
                 out
             }
             Request::And4 { n } => {
@@ -905,9 +906,10 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
+            let fields = eda_monomials(x);
             for (ti, &t) in EDA_MONOMIALS.iter().enumerate() {
                 assert_eq!(EDA_MONOMIAL_INDEX[t as usize], Some(ti));
-                let f = eda_monomial(x, t);
+                let f = fields[ti];
                 for m in 0..16 {
                     let want = (0..4).filter(|o| t >> o & 1 == 1).all(|o| x >> (4 * m + o) & 1 == 1);
                     assert_eq!(f >> m & 1 == 1, want, "value {x:#x}, subset {t:04b}, group {m}");
