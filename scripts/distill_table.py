@@ -7,7 +7,9 @@ Usage (from the repository root, after scripts/distill_runs.sh):
 
 For every run directory with a train.json it copies train.json, log.csv, recipe.toml and
 loss.png to OUT/runs/NAME/, and writes OUT/table.md (metric x100 per task and method,
-the student's fraction of the teacher, wall time per stage) and OUT/runs.csv.
+the student's fraction of its own teacher, wall time per stage) and OUT/runs.csv. Runs
+already collected in OUT/runs/ (earlier sittings: checkpoints are not kept) stay in the
+tables; a run found under RUNS replaces its earlier copy.
 """
 import argparse
 import csv
@@ -48,10 +50,12 @@ def main():
     runs, out = Path(a.runs), Path(a.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     found = {}
+    for j in sorted((out / "runs").glob("*/train.json")):
+        found[j.parent.name] = json.loads(j.read_text())
     env = os.environ.get("KD_ASSETS", "../shared")
     assets_roots = sorted({env.rstrip("/"), os.path.realpath(env), os.path.realpath("../shared")} - {"../shared"},
                           key=len, reverse=True)
-    for d in sorted(runs.iterdir()):
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
         j = d / "train.json"
         if not j.exists():
             continue
@@ -72,16 +76,20 @@ def main():
             else:
                 shutil.copy(d / f, dst / f)
     teacher = {}
-    # Teachers' dev metrics from their fine-tuning summaries (eval/teachers/kd_TASK.json);
-    # a run's own evaluation of its teacher takes precedence.
-    for t in TASKS:
-        f = Path("eval/teachers") / f"kd_{t}.json"
-        if f.exists():
-            teacher[t] = json.loads(f.read_text())["best_metric"]
-    for name, s in found.items():
+    # Teachers' dev metrics: each run's own evaluation of its teacher; a task without runs
+    # takes its fine-tuning summary (eval/teachers/kd_TASK.json). A task whose runs saw
+    # different teachers (a teacher re-trained in a later sitting) lists each.
+    for name, s in sorted(found.items()):
         t = s["recipe"]["task"]
         if s.get("teacher_metric") is not None:
-            teacher[t] = s["teacher_metric"]
+            teacher.setdefault(t, [])
+            # (the same teacher's metric can differ in the last bit between runs)
+            if all(abs(s["teacher_metric"] - m) > 1e-9 for m in teacher[t]):
+                teacher[t].append(s["teacher_metric"])
+    for t in TASKS:
+        f = Path("eval/teachers") / f"kd_{t}.json"
+        if t not in teacher and f.exists():
+            teacher[t] = [json.loads(f.read_text())["best_metric"]]
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "task", "finished", "best_metric", "teacher_metric", "fraction_of_teacher",
@@ -102,14 +110,17 @@ def main():
         v = f"{100 * s['best_metric']:.1f}"
         if not s["finished"]:
             v += " (partial)"
-        if task in teacher and teacher[task]:
-            v += f" ({100 * s['best_metric'] / teacher[task]:.2f}%)"
+        ref = s.get("teacher_metric") or (teacher.get(task) or [None])[0]
+        if ref:
+            v += f" ({100 * s['best_metric'] / ref:.2f}%)"
+        if len(teacher.get(task, [])) > 1 and s.get("teacher_metric") is not None:
+            v += f" [teacher {100 * s['teacher_metric']:.1f}]"
         return v
 
     lines = ["| Method | Approx. | " + " | ".join(TASK_NAMES[t] for t in TASKS) + " |",
              "|---|---|" + "---|" * len(TASKS)]
     lines.append("| MiniLM-L6 teacher (kd finetune) | GeLU+Softmax | " +
-                 " | ".join(f"{100 * teacher[t]:.1f}" if t in teacher else "—" for t in TASKS) + " |")
+                 " | ".join(" / ".join(f"{100 * m:.1f}" for m in teacher[t]) if t in teacher else "—" for t in TASKS) + " |")
     for suffix, label, approx in METHODS:
         if not any(f"{t}-{suffix}" in found for t in TASKS):
             continue
@@ -122,8 +133,9 @@ def main():
         timing.append(f"| {name} | {s1.get('steps', 0)} | {s1.get('seconds', 0):.0f} | {s1.get('examples_per_second', 0):.1f} | "
                       f"{s2['steps']} | {s2['seconds']:.0f} | {s2['examples_per_second']:.1f} | {agreement(name, s)} |")
     (out / "table.md").write_text(
-        "<!-- written by scripts/distill_table.py from checkpoints/students/*/train.json -->\n"
-        "Dev metric x100 (best stage-2 checkpoint); in brackets the fraction of the teacher's dev metric.\n\n"
+        "<!-- written by scripts/distill_table.py from each run's train.json (eval/distill/runs/, checkpoints/students/) -->\n"
+        "Dev metric x100 (best stage-2 checkpoint); in brackets the fraction of its teacher's dev metric\n"
+        "(where a task's teacher was re-trained, each run names the teacher it was measured against).\n\n"
         + "\n".join(lines) + "\n\nWall time per stage (training steps only; dev evaluation excluded), and how often the best\n"
         "student's dev prediction equals the teacher's (STS-B: correlation of the two outputs):\n\n"
         + "\n".join(timing) + "\n")
