@@ -492,7 +492,9 @@ fn private_layer_norm_matches_plaintext() {
         let ((o0, p0), (o1, _), _) = run_local(move |p| {
             let id = p.id;
             let s = |t: &[RingTensor; 2], f| Share { ring: t[id].clone(), frac: f };
-            mpcformer::mpc::norm::layer_norm(p, &s(&sx, xf), &s(&sg, F), &s(&sb, F), 1e-12, F).unwrap().ring
+            // γ's mask is registered and γ − B opened once (model preparation, one round).
+            let gamma = mpcformer::mpc::protocol::prepare_vector(p, &s(&sg, F), 7).unwrap();
+            mpcformer::mpc::norm::layer_norm(p, &s(&sx, xf), &gamma, &s(&sb, F), 1e-12, F).unwrap().ring
         });
         let z = o0.add(&o1);
         for r in 0..rows {
@@ -508,7 +510,7 @@ fn private_layer_norm_matches_plaintext() {
         // [centring truncation; t², t·γ], then rsqrt_scaled_times 8: normalisation 4 (t·γ's
         // truncation riding in its first round), two one-round Newton steps (with t·γ·d riding
         // along), final product and truncation 2.
-        assert_eq!(p0.totals().rounds, 1 + 8, "LayerNorm 9 rounds (input scale {xf})");
+        assert_eq!(p0.totals().rounds, 1 + (1 + 8), "preparation 1, then LayerNorm 9 rounds (input scale {xf})");
     }
 }
 
@@ -528,7 +530,8 @@ fn private_layer_norm_of_constant_rows_stays_finite() {
         let ((o0, _), (o1, _), _) = run_local(move |p| {
             let id = p.id;
             let s = |t: &[RingTensor; 2]| Share { ring: t[id].clone(), frac: F };
-            mpcformer::mpc::norm::layer_norm(p, &s(&sx), &s(&sg), &s(&sb), 1e-12, F).unwrap().ring
+            let gamma = mpcformer::mpc::protocol::prepare_vector(p, &s(&sg), 7).unwrap();
+            mpcformer::mpc::norm::layer_norm(p, &s(&sx), &gamma, &s(&sb), 1e-12, F).unwrap().ring
         });
         let z = o0.add(&o1);
         for i in 0..rows * h {
@@ -821,6 +824,8 @@ proptest! {
         let zv: Vec<u64> = (0..n).map(|_| next()).collect();
         let yv: Vec<u64> = (0..n).map(|_| next()).collect();
         let wv: Vec<u64> = (0..rows).map(|_| next()).collect();
+        let gv: Vec<u64> = (0..l).map(|_| next()).collect();
+        let gs = shares(&RingTensor::new(&[l], gv.clone()));
         let (xs, rs, zs, ys) = (shares(&RingTensor::new(&[n], xv.clone())), shares(&RingTensor::new(&[rows], rv.clone())),
             shares(&RingTensor::new(&[n], zv.clone())), shares(&RingTensor::new(&[n], yv.clone())));
         let ws = shares(&RingTensor::new(&[rows], wv.clone()));
@@ -830,6 +835,8 @@ proptest! {
             let z = Share { ring: zs[p.id].clone(), frac: 3 };
             let y = Share { ring: ys[p.id].clone(), frac: 2 };
             let w = Share { ring: ws[p.id].clone(), frac: 1 };
+            let g = mpcformer::mpc::protocol::prepare_vector(p, &Share { ring: gs[p.id].clone(), frac: 4 }, 9).unwrap();
+            let before = p.totals().rounds;
             let (t, prods) = truncate_mul(p, &[(&x, f), (&r, f)], &[
                 (Operand::Ready(&z), Operand::t(0)),
                 (Operand::t(0), Operand::Ready(&z)),
@@ -838,7 +845,9 @@ proptest! {
                 (Operand::Ready(&z), Operand::Ready(&y)),
                 (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::Ready(&w)),
                 (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::t(1)),
+                (Operand::Trunc { idx: 0, scale: alpha, offset: kappa }, Operand::Fixed(&g)),
             ]).unwrap();
+            assert_eq!(p.totals().rounds - before, 1, "one round for every product");
             (t.into_iter().map(|s| s.ring).collect::<Vec<_>>(), prods.into_iter().map(|s| (s.ring, s.frac)).collect::<Vec<_>>())
         });
         let t: Vec<RingTensor> = o0.0.iter().zip(&o1.0).map(|(a, b)| a.add(b)).collect();
@@ -857,11 +866,13 @@ proptest! {
             prop_assert_eq!(pr[4].data[i], zv[i].wrapping_mul(yv[i]));
             prop_assert_eq!(pr[5].data[i], aff.wrapping_mul(wv[i / l]), "wide product, row {}", i / l);
             prop_assert_eq!(pr[6].data[i], aff.wrapping_mul(t[1].data[i / l]), "wide pair, row {}", i / l);
+            prop_assert_eq!(pr[7].data[i], aff.wrapping_mul(gv[i % l]), "prepared vector, column {}", i % l);
         }
+        prop_assert_eq!(o0.1[7].1, 45 - f + 4);
         prop_assert_eq!(o0.1[5].1, 45 - f + 1);
         prop_assert_eq!(o0.1[0].1, 3 + 45 - f);
         prop_assert_eq!(o0.1[3].1, 2 * (45 - f));
-        prop_assert_eq!(p0.totals().rounds, 1);
+        prop_assert_eq!(p0.totals().rounds, 2, "the vector's preparation, then one round");
     }
 }
 

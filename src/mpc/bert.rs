@@ -18,7 +18,7 @@ use super::fixed::encode;
 use super::norm::layer_norm;
 use super::party::{Party, Share};
 use super::protocol::{
-    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_weight, truncate_many, TruncMatmul, WeightShare,
+    matmul_many_raw, matmul_weights, matmul_weights_raw, prepare_vector, prepare_weight, truncate_many, TruncMatmul, VecShare, WeightShare,
 };
 use super::ring::RingTensor;
 use crate::model::{BertConfig, HiddenAct, SoftmaxAct};
@@ -161,10 +161,10 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
 pub struct PrivateLayer {
     qkv: [PrivateLinear; 3],
     attn_out: PrivateLinear,
-    ln1: (Share, Share),
+    ln1: (VecShare, Share),
     inter: PrivateLinear,
     out: PrivateLinear,
-    ln2: (Share, Share),
+    ln2: (VecShare, Share),
     heads: usize,
     act: HiddenAct,
     softmax: SoftmaxAct,
@@ -188,13 +188,13 @@ impl PrivateLayer {
             qkv: [l(p, "attention.self.query", 0)?, l(p, "attention.self.key", 1)?, l(p, "attention.self.value", 2)?],
             attn_out: l(p, "attention.output.dense", 3)?,
             ln1: (
-                get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?,
+                prepare_vector(p, &get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?, id(6))?,
                 get(shares, &format!("{pre}.attention.output.LayerNorm.bias"), frac)?,
             ),
             inter: l(p, "intermediate.dense", 4)?,
             out: l(p, "output.dense", 5)?,
             ln2: (
-                get(shares, &format!("{pre}.output.LayerNorm.weight"), frac)?,
+                prepare_vector(p, &get(shares, &format!("{pre}.output.LayerNorm.weight"), frac)?, id(7))?,
                 get(shares, &format!("{pre}.output.LayerNorm.bias"), frac)?,
             ),
             heads: cfg.num_attention_heads,

@@ -64,6 +64,13 @@ pub enum Request {
     /// y [n/l], y broadcast over runs of l of t (one factor per row): a mask β [n/l] for y and
     /// (rt·β, msb·β) per element of t.
     TruncMulWide { n: usize, back: usize, l: usize },
+    /// Register a fixed elementwise mask B [n] for a weight vector under `id` (LayerNorm's γ):
+    /// γ − B is opened once per model.
+    VecMask { id: u64, n: usize },
+    /// Product of a recent truncation output t [n] (`back` as in `TruncMul`) with the registered
+    /// vector γ = (γ − B) + B_id [h], broadcast over the columns of t ([n/h, h]): (rt·B, msb·B)
+    /// per element of t, so nothing is opened.
+    TruncMulVec { n: usize, back: usize, id: u64 },
     /// Product of two recent truncation outputs (`back_a`, `back_b` as in `TruncMul`), a [n] and
     /// b [n/l] broadcast over runs of l of a: the cross products of their (rt, msb) parts,
     /// rt·rt′, rt·msb′, msb·rt′, msb·msb′, per element of a.
@@ -208,6 +215,8 @@ impl Request {
             Request::TruncMul { n, back, l } => (15, n as u64, back as u64, l as u64),
             Request::TruncPair { n, back_a, back_b, l } => (16, n as u64, back_a as u64 | (back_b as u64) << 8, l as u64),
             Request::TruncMulWide { n, back, l } => (22, n as u64, back as u64, l as u64),
+            Request::VecMask { id, n } => (17, id, n as u64, 0),
+            Request::TruncMulVec { n, back, id } => (23, n as u64, back as u64, id),
             Request::Tournament { n, k } => (19, n as u64, k as u64, 0),
             // `with` travels as back_a + 1 in the second byte of the back word (0: a ready factor).
             Request::TruncPow { n, back, k, with } => (20, n as u64, back as u64 | (with.map_or(0, |a| a as u64 + 1) << 8), k as u64),
@@ -243,6 +252,13 @@ impl Request {
                     )));
                 }
                 Request::TruncPair { n: v[1] as usize, back_a, back_b, l: v[3] as usize }
+            }
+            17 => Request::VecMask { id: v[1], n: v[2] as usize },
+            23 => {
+                if v[2] as usize >= RECENT_TRUNCS {
+                    return Err(ChannelError::Malformed(format!("vector truncation product against {} (the dealer keeps {RECENT_TRUNCS})", v[2])));
+                }
+                Request::TruncMulVec { n: v[1] as usize, back: v[2] as usize, id: v[3] }
             }
             22 => {
                 if v[2] as usize >= RECENT_TRUNCS || v[3] == 0 {
@@ -282,6 +298,8 @@ impl Request {
             Request::TruncMul { n, .. } => 2 * n,
             Request::TruncPair { n, .. } => 4 * n,
             Request::TruncMulWide { n, .. } => 2 * n,
+            Request::VecMask { .. } => 0,
+            Request::TruncMulVec { n, .. } => 2 * n,
             Request::TruncPow { n, k, with: None, .. } => 4 * k as usize * n,
             Request::TruncPow { n, k, with: Some(_), .. } => 6 * k as usize * n,
             Request::Tournament { n, k } => {
@@ -325,6 +343,8 @@ pub struct Dealer {
     embed_seeds: (Vec<u64>, Vec<u64>),
     /// (rt, msb(r)) in the clear of the latest truncations, newest first (`TruncMul`, `TruncPair`).
     recent_truncs: std::collections::VecDeque<(Vec<u64>, Vec<u64>)>,
+    /// Registered weight-vector masks (`Request::VecMask`).
+    vec_masks: std::collections::HashMap<u64, Vec<u64>>,
     pub bytes_sent: u64,
     pub requests: u64,
 }
@@ -339,6 +359,7 @@ impl Dealer {
             masks: std::collections::HashMap::new(),
             embed_seeds: (vec![0; 2], vec![0; 2]),
             recent_truncs: std::collections::VecDeque::new(),
+            vec_masks: std::collections::HashMap::new(),
             bytes_sent: 0,
             requests: 0,
         };
@@ -396,6 +417,22 @@ impl Dealer {
                     let k = out.len();
                     out.extend((0..n).map(|i| x[i].wrapping_mul(y[i / l]).wrapping_sub(s0.data[k + i])));
                 }
+                out
+            }
+            Request::VecMask { id, n } => {
+                let b = self.prg0.ring(&[n]).add(&self.prg1.ring(&[n]));
+                self.vec_masks.insert(id, b.data);
+                vec![]
+            }
+            Request::TruncMulVec { n, back, id } => {
+                let s0 = self.prg0.ring(&[2 * n]);
+                let (Some((rt, msb)), Some(b)) = (self.recent_truncs.get(back), self.vec_masks.get(&id)) else { return vec![] };
+                let h = b.len();
+                if rt.len() != n || h == 0 || n % h != 0 {
+                    return vec![];
+                }
+                let mut out: Vec<u64> = (0..n).map(|i| rt[i].wrapping_mul(b[i % h]).wrapping_sub(s0.data[i])).collect();
+                out.extend((0..n).map(|i| msb[i].wrapping_mul(b[i % h]).wrapping_sub(s0.data[n + i])));
                 out
             }
             Request::TruncMulWide { n, back, l } => {
@@ -816,6 +853,13 @@ impl DealerLink {
                 let c = if p0 { prg.ring(&[2 * n]) } else { RingTensor::new(&[2 * n], corr.unwrap_or_default()) };
                 Material { a: b, b: c, c: empty() }
             }
+            // (∅, B share, ∅)
+            Request::VecMask { n, .. } => Material { a: empty(), b: prg.ring(&[n]), c: empty() },
+            // (∅, ∅, [rt·B ; msb·B])
+            Request::TruncMulVec { n, .. } => {
+                let c = if p0 { prg.ring(&[2 * n]) } else { RingTensor::new(&[2 * n], corr.unwrap_or_default()) };
+                Material { a: empty(), b: empty(), c }
+            }
             // (∅, β [n/l], [rt·β ; msb·β])
             Request::TruncMulWide { n, l, .. } => {
                 let b = prg.ring(&[n / l]);
@@ -890,8 +934,8 @@ mod tests {
         let r = Request::EdaMono { n: 1001 };
         assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.correction_len(|_| 0), 1001 + 11 * 251);
-        // 17 and 18 were LayerNorm's fixed γ mask (schedule ≤ 4).
-        for tag in [17u64, 18] {
+        // 18 was LayerNorm's square-and-γ product (schedule ≤ 4).
+        for tag in [18u64] {
             let err = Request::decode(&to_bytes(&[tag, 5, 5, 0])).unwrap_err().to_string();
             assert!(err.contains("unknown dealer request tag"), "{err}");
         }

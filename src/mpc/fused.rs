@@ -34,7 +34,7 @@
 use super::channel::ChannelError;
 use super::dealer::{Material, Request};
 use super::party::{Party, Share};
-use super::protocol::{open_many_high, trunc_consts, trunc_drop};
+use super::protocol::{open_many_high, trunc_consts, trunc_drop, VecShare};
 use super::ring::RingTensor;
 
 /// An operand of [`truncate_mul`].
@@ -45,6 +45,9 @@ pub enum Operand<'a> {
     /// α·tᵢ + κ for the output tᵢ of the round's i-th truncation (κ a ring value at tᵢ's scale,
     /// public).
     Trunc { idx: usize, scale: u64, offset: u64 },
+    /// A prepared weight vector [h] with its fixed mask (`protocol::prepare_vector`), broadcast
+    /// over the columns of the first operand ([n/h, h], a truncation output): costs no opening.
+    Fixed(&'a VecShare),
 }
 
 impl Operand<'_> {
@@ -145,12 +148,13 @@ pub fn truncate_mul_pow(
     let len = |o: &Operand| match o {
         Operand::Ready(s) => s.ring.len(),
         Operand::Trunc { idx, .. } => truncs[*idx].0.ring.len(),
+        Operand::Fixed(v) => v.masked.len(),
     };
     // Ready operand first (the broadcast one, if any, second).
     let mut plan: Vec<(Operand, Operand, usize)> = Vec::with_capacity(prods.len());
     for &(a, b) in prods {
         let (mut a, mut b) = (a, b);
-        if matches!((a, b), (Operand::Trunc { .. }, Operand::Ready(_))) && len(&a) == len(&b) {
+        if matches!((a, b), (Operand::Trunc { .. }, Operand::Ready(_))) && len(&a) == len(&b) || matches!(a, Operand::Fixed(_)) {
             std::mem::swap(&mut a, &mut b);
         }
         let (na, nb) = (len(&a), len(&b));
@@ -168,6 +172,8 @@ pub fn truncate_mul_pow(
                 Request::TruncPair { n, back_a: nt - 1 - ia, back_b: nt - 1 - ib, l: *l }
             }
             (Operand::Trunc { idx, .. }, Operand::Ready(_)) => Request::TruncMulWide { n, back: nt - 1 - idx, l: *l },
+            (Operand::Trunc { idx, .. }, Operand::Fixed(v)) => Request::TruncMulVec { n, back: nt - 1 - idx, id: v.id },
+            (_, Operand::Fixed(_)) | (Operand::Fixed(_), _) => panic!("truncate_mul: a prepared vector multiplies a truncation output only"),
         };
         pmats.push(p.preprocessing(req)?);
     }
@@ -186,6 +192,7 @@ pub fn truncate_mul_pow(
                 Some(nt - 1 - idx)
             }
             Operand::Trunc { .. } => panic!("truncate_mul_pow: affine truncation operands are not supported"),
+            Operand::Fixed(_) => panic!("truncate_mul_pow: prepared vectors are not supported"),
         };
         wmats.push(p.preprocessing(Request::TruncPow { n, back: nt - 1 - pw.b, k: pw.k, with })?);
     }
@@ -247,10 +254,12 @@ pub fn truncate_mul_pow(
         let shape = match a {
             Operand::Ready(x) => x.ring.shape.clone(),
             Operand::Trunc { idx, .. } => truncs[*idx].0.ring.shape.clone(),
+            Operand::Fixed(_) => unreachable!("a prepared vector is the second operand"),
         };
         let frac_of = |o: &Operand| match o {
             Operand::Ready(s) => s.frac,
             Operand::Trunc { idx, .. } => outs[*idx].frac,
+            Operand::Fixed(v) => v.frac,
         };
         let frac = frac_of(a) + frac_of(b);
         let data: Vec<u64> = match (a, b) {
@@ -301,6 +310,21 @@ pub fn truncate_mul_pow(
                     })
                     .collect()
             }
+            (Operand::Trunc { idx, scale, offset }, Operand::Fixed(v)) => {
+                // t·γ with γ = G + B (G = γ − B public, B the vector's fixed mask) per column:
+                // t·γ = P·G + P·[B] + G·[w] + [B·w], B·w = −[rt·B] + σ·C·[msb·B].
+                let o = &outs[*idx];
+                let h = v.masked.len();
+                (0..n)
+                    .map(|i| {
+                        let (g, bj) = (v.masked.data[i % h], v.b.data[i % h]);
+                        let (pp, sw) = aff(*idx, *scale, *offset, i);
+                        let bw = o.sigma[i].wrapping_mul(o.c).wrapping_mul(m.c.data[n + i]).wrapping_sub(m.c.data[i]);
+                        pt(pp.wrapping_mul(g)).wrapping_add(pp.wrapping_mul(bj)).wrapping_add(g.wrapping_mul(sw)).wrapping_add(scale.wrapping_mul(bw))
+                    })
+                    .collect()
+            }
+            (_, Operand::Fixed(_)) | (Operand::Fixed(_), _) => unreachable!("refused when planned"),
             (Operand::Trunc { idx: ia, scale: sa, offset: ka }, Operand::Trunc { idx: ib, scale: sb, offset: kb }) => {
                 let (oa, ob) = (&outs[*ia], &outs[*ib]);
                 (0..n)
@@ -336,7 +360,7 @@ pub fn truncate_mul_pow(
                 next += 1;
                 Some(&opened[next - 1])
             }
-            Operand::Trunc { .. } => None,
+            Operand::Trunc { .. } | Operand::Fixed(_) => None,
         };
         let data: Vec<u64> = (0..n)
             .map(|i| {
@@ -360,13 +384,14 @@ pub fn truncate_mul_pow(
                             .wrapping_add(qk.wrapping_mul(oa.w(i)))
                             .wrapping_add(sa.wrapping_mul(lin(2)).wrapping_sub(lin(1)))
                     }
-                    (Operand::Ready(_), None) => unreachable!("a ready factor was opened"),
+                    (Operand::Ready(_), None) | (Operand::Fixed(_), _) => unreachable!("a ready factor was opened; no prepared vectors"),
                 }
             })
             .collect();
         let frac = match pw.a {
             Operand::Ready(x) => x.frac,
             Operand::Trunc { idx, .. } => outs[idx].frac,
+            Operand::Fixed(v) => v.frac,
         } + pw.k * ob.frac;
         powers.push(Share { ring: RingTensor::new(&truncs[pw.b].0.ring.shape, data), frac });
     }

@@ -32,7 +32,7 @@ use super::dealer::{embed_mask, Request};
 use super::fixed::decode;
 use super::norm::layer_norm;
 use super::party::{LayerClass, Party, Share};
-use super::protocol::{embed_offline, embed_product, matmul_weights, prepare_weight, WeightShare};
+use super::protocol::{embed_offline, embed_product, matmul_weights, prepare_vector, prepare_weight, VecShare, WeightShare};
 use super::ring::RingTensor;
 use crate::model::BertConfig;
 
@@ -40,13 +40,14 @@ use crate::model::BertConfig;
 const WORD_ID: u64 = 1 << 40;
 const POOLER_ID: u64 = WORD_ID + 1;
 const CLASSIFIER_ID: u64 = WORD_ID + 2;
+const EMB_LN_ID: u64 = WORD_ID + 3;
 
 /// One party's prepared model.
 pub struct PrivateBert {
     word: WeightShare,
     position: Share,
     token_type: Share,
-    emb_ln: (Share, Share),
+    emb_ln: (VecShare, Share),
     layers: Vec<PrivateLayer>,
     pooler: PrivateLinear,
     classifier: PrivateLinear,
@@ -88,7 +89,7 @@ impl PrivateBert {
             position: get(shares, "bert.embeddings.position_embeddings.weight", frac)?,
             token_type: get(shares, "bert.embeddings.token_type_embeddings.weight", frac)?,
             emb_ln: (
-                get(shares, "bert.embeddings.LayerNorm.weight", frac)?,
+                prepare_vector(p, &get(shares, "bert.embeddings.LayerNorm.weight", frac)?, EMB_LN_ID)?,
                 get(shares, "bert.embeddings.LayerNorm.bias", frac)?,
             ),
             layers,

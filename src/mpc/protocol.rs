@@ -257,6 +257,34 @@ pub fn prepare_weight(p: &mut Party, w: &Share, id: u64) -> Result<WeightShare, 
     Ok(WeightShare { id, masked, masked_packed, online_packed, frac: w.frac })
 }
 
+/// A weight vector (LayerNorm's γ) with a fixed elementwise mask B registered with the dealer:
+/// γ − B is opened once per model, like a [`WeightShare`]; products with it open nothing
+/// (`fused::Operand::Fixed`).
+pub struct VecShare {
+    pub(crate) id: u64,
+    /// γ − B, public to both parties.
+    pub(crate) masked: RingTensor,
+    /// This party's share of B.
+    pub(crate) b: RingTensor,
+    pub frac: u32,
+}
+
+impl std::fmt::Debug for VecShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VecShare{{id: {}, len: {}, ..}}", self.id, self.masked.len())
+    }
+}
+
+/// Register a fixed mask for the weight vector `v` under `id` and open v − B (one round, at
+/// model preparation).
+pub fn prepare_vector(p: &mut Party, v: &Share, id: u64) -> Result<VecShare, ChannelError> {
+    let n = v.ring.len();
+    let t = p.preprocessing(Request::VecMask { id, n })?;
+    let b = RingTensor::new(&[n], t.b.data);
+    let masked = open_many(p, &[&RingTensor::new(&[n], v.ring.data.clone()).sub(&b)])?.remove(0);
+    Ok(VecShare { id, masked, b, frac: v.frac })
+}
+
 /// [x]·W for a prepared weight: opens only x − a (m×k elements) per call, then truncates.
 ///
 /// With f = W − B public and e = x − a opened: x·W = (e + a)(f + B), so
