@@ -78,6 +78,27 @@ impl Opened {
     }
 }
 
+/// One element of an affine truncation operand α·t + κ = pp + α·w (pp public, sw = this
+/// party's share of α·w, w = −rt + σ·C·msb with sc = σ·C public).
+struct TruncPart {
+    pp: u64,
+    sw: u64,
+    scale: u64,
+    sc: u64,
+}
+
+impl TruncPart {
+    /// This party's share of its product with y = e + β (e public, β masked; the dealer's
+    /// shares of rt·β and msb·β): e·pp (P0) + pp·[β] + e·[α·w] + α·(σC·[msb·β] − [rt·β]).
+    fn times(&self, id: usize, e: u64, beta: u64, rt_beta: u64, msb_beta: u64) -> u64 {
+        let bw = self.sc.wrapping_mul(msb_beta).wrapping_sub(rt_beta);
+        super::party::public_term_of(id, e.wrapping_mul(self.pp))
+            .wrapping_add(self.pp.wrapping_mul(beta))
+            .wrapping_add(e.wrapping_mul(self.sw))
+            .wrapping_add(self.scale.wrapping_mul(bw))
+    }
+}
+
 /// Truncate each `truncs[i].0` by `truncs[i].1` bits and form every product in `prods` from the
 /// truncation outputs and ready shares, all in **one** round. Returns the truncated values and
 /// the untruncated products (scale = sum of the operands' scales).
@@ -247,6 +268,10 @@ pub fn truncate_mul_pow(
         let o = &outs[idx];
         (scale.wrapping_mul(o.q[i]).wrapping_add(offset), scale.wrapping_mul(o.w(i)))
     };
+    let part = |idx: usize, scale: u64, offset: u64, i: usize| {
+        let (pp, sw) = aff(idx, scale, offset, i);
+        TruncPart { pp, sw, scale, sc: outs[idx].sigma[i].wrapping_mul(outs[idx].c) }
+    };
     let mut next = nt;
     let mut products = Vec::with_capacity(plan.len());
     for ((a, b, l), m) in plan.iter().zip(&pmats) {
@@ -278,51 +303,20 @@ pub fn truncate_mul_pow(
             (Operand::Ready(_), Operand::Trunc { idx, scale, offset }) => {
                 let e = &opened[next];
                 next += 1;
-                let o = &outs[*idx];
-                (0..n)
-                    .map(|i| {
-                        let r = i / l;
-                        let (pp, sw) = aff(*idx, *scale, *offset, r);
-                        // β·w = −[rt·β] + σ·C·[msb·β]
-                        let bw = o.sigma[r].wrapping_mul(o.c).wrapping_mul(m.b.data[n + i]).wrapping_sub(m.b.data[i]);
-                        pt(e.data[i].wrapping_mul(pp))
-                            .wrapping_add(pp.wrapping_mul(m.a.data[i]))
-                            .wrapping_add(e.data[i].wrapping_mul(sw))
-                            .wrapping_add(scale.wrapping_mul(bw))
-                    })
-                    .collect()
+                (0..n).map(|i| part(*idx, *scale, *offset, i / l).times(p.id, e.data[i], m.a.data[i], m.b.data[i], m.b.data[n + i])).collect()
             }
             (Operand::Trunc { idx, scale, offset }, Operand::Ready(_)) => {
                 // t·y with y [n/l] broadcast: y = E + β, t = P + w (P public, w = −rt + σC·msb):
                 // t·y = P·E + P·[β] + E·[w] + [β·w], β·w = −[rt·β] + σ·C·[msb·β].
                 let e = &opened[next];
                 next += 1;
-                let o = &outs[*idx];
-                (0..n)
-                    .map(|i| {
-                        let r = i / l;
-                        let (pp, sw) = aff(*idx, *scale, *offset, i);
-                        let bw = o.sigma[i].wrapping_mul(o.c).wrapping_mul(m.c.data[n + i]).wrapping_sub(m.c.data[i]);
-                        pt(e.data[r].wrapping_mul(pp))
-                            .wrapping_add(pp.wrapping_mul(m.b.data[r]))
-                            .wrapping_add(e.data[r].wrapping_mul(sw))
-                            .wrapping_add(scale.wrapping_mul(bw))
-                    })
-                    .collect()
+                (0..n).map(|i| part(*idx, *scale, *offset, i).times(p.id, e.data[i / l], m.b.data[i / l], m.c.data[i], m.c.data[n + i])).collect()
             }
             (Operand::Trunc { idx, scale, offset }, Operand::Fixed(v)) => {
                 // t·γ with γ = G + B (G = γ − B public, B the vector's fixed mask) per column:
                 // t·γ = P·G + P·[B] + G·[w] + [B·w], B·w = −[rt·B] + σ·C·[msb·B].
-                let o = &outs[*idx];
                 let h = v.masked.len();
-                (0..n)
-                    .map(|i| {
-                        let (g, bj) = (v.masked.data[i % h], v.b.data[i % h]);
-                        let (pp, sw) = aff(*idx, *scale, *offset, i);
-                        let bw = o.sigma[i].wrapping_mul(o.c).wrapping_mul(m.c.data[n + i]).wrapping_sub(m.c.data[i]);
-                        pt(pp.wrapping_mul(g)).wrapping_add(pp.wrapping_mul(bj)).wrapping_add(g.wrapping_mul(sw)).wrapping_add(scale.wrapping_mul(bw))
-                    })
-                    .collect()
+                (0..n).map(|i| part(*idx, *scale, *offset, i).times(p.id, v.masked.data[i % h], v.b.data[i % h], m.c.data[i], m.c.data[n + i])).collect()
             }
             (_, Operand::Fixed(_)) | (Operand::Fixed(_), _) => unreachable!("refused when planned"),
             (Operand::Trunc { idx: ia, scale: sa, offset: ka }, Operand::Trunc { idx: ib, scale: sb, offset: kb }) => {
