@@ -206,8 +206,8 @@ pub fn rsqrt_scaled(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelEr
 /// v [rows, l] at any scale ≥ f (untruncated is best: its truncation is fused into the first
 /// Newton round): v·d (d the per-leading-bit constant) is formed and truncated inside the
 /// Newton iterations' rounds, and its product with the converged 1/√u in the last
-/// truncation's round; one more round truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε). |v·d| and |v·c/√x| must stay below
-/// 2^(62 − 2f) in real terms. 8 rounds.
+/// truncation's round; one more round truncates it. LayerNorm's (x − μ)·γ / √(σ² + ε).
+/// |v·d| and |v·c/√x| must stay below 2^(62 − 2f) in real terms. 8 rounds.
 pub fn rsqrt_scaled_times(p: &mut Party, x: &Share, f: u32, c: f64, v: &Share) -> Result<Share, ChannelError> {
     let (_, z) = rsqrt_parts(p, x, f, c, Some(v))?;
     truncate(p, &z, f)
@@ -286,7 +286,7 @@ pub(crate) fn row_sums(x: &Share) -> Share {
 }
 
 /// Repeat each row value L times, [rows] → [rows, L] (local).
-fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
+pub(crate) fn broadcast_rows(x: &Share, shape: &[usize]) -> Share {
     let l = *shape.last().expect("rank ≥ 1");
     let data = x.ring.data.iter().flat_map(|&v| std::iter::repeat_n(v, l)).collect();
     Share { ring: RingTensor::new(shape, data), frac: x.frac }

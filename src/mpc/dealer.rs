@@ -941,6 +941,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn broadcast_truncation_products_round_trip_and_bad_fields_are_refused() {
+        for r in [
+            Request::TruncPair { n: 96, back_a: 0, back_b: RECENT_TRUNCS - 1, l: 12 },
+            Request::TruncMulWide { n: 96, back: 2, l: 8 },
+            Request::TruncMulVec { n: 96, back: 1, id: 1 << 40 },
+            Request::VecMask { id: 7, n: 32 },
+        ] {
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        for msg in [
+            [16u64, 5, RECENT_TRUNCS as u64, 1],
+            [16, 5, (RECENT_TRUNCS as u64) << 8, 1],
+            [16, 5, 0, 0],
+            [22, 5, RECENT_TRUNCS as u64, 1],
+            [22, 5, 0, 0],
+            [23, 5, RECENT_TRUNCS as u64, 3],
+        ] {
+            assert!(Request::decode(&to_bytes(&msg)).is_err(), "{msg:?} accepted");
+        }
+    }
+
     /// Bit m of a monomial field is the AND of bits 4m + o (o ∈ T) of the value; every subset of
     /// two or more offsets is listed once and indexed.
     #[test]

@@ -24,48 +24,35 @@
 
 use super::channel::ChannelError;
 use super::fixed::encode;
+use super::approx::{broadcast_rows, row_sums};
 use super::fused::{truncate_mul, Operand};
 use super::party::{Party, Share};
 use super::protocol::VecShare;
 use super::ring::RingTensor;
-
-/// Multiply by a public real constant (fixed-point, one truncation).
-pub fn scale_public(p: &mut Party, x: &Share, c: f64) -> Result<Share, ChannelError> {
-    let k = encode(c, x.frac);
-    super::protocol::truncate(p, &Share { ring: x.ring.scale(k), frac: 2 * x.frac }, x.frac)
-}
-
-fn per_row(v: &[u64], h: usize) -> RingTensor {
-    RingTensor::new(&[v.len(), h], v.iter().flat_map(|&x| std::iter::repeat_n(x, h)).collect())
-}
 
 fn per_col(v: &Share, rows: usize) -> Share {
     let h = v.ring.len();
     Share { ring: RingTensor::new(&[rows, h], (0..rows).flat_map(|_| v.ring.data.iter().copied()).collect()), frac: v.frac }
 }
 
-fn sums(x: &RingTensor, h: usize) -> Vec<u64> {
-    x.data.chunks(h).map(|r| r.iter().fold(0u64, |a, &b| a.wrapping_add(b))).collect()
-}
-
 /// LayerNorm over the last axis of x [rows, H] (H ≥ 2) at any scale ≥ f; γ a prepared [H] vector
-/// (`protocol::prepare_vector`) and β [H] shares, both at scale f; the output at scale f. `eps` as in the config (raised to two units of the scale-f
-/// resolution: a constant row's centred values can be ±1 unit after the truncation, and rsqrt's
-/// input must stay positive).
+/// (`protocol::prepare_vector`) and β [H] shares, both at scale f; the output at scale f. `eps`
+/// as in the config (raised to two units of the scale-f resolution: a constant row's centred
+/// values can be ±1 unit after the truncation, and rsqrt's input must stay positive).
 pub fn layer_norm(p: &mut Party, x: &Share, gamma: &VecShare, beta: &Share, eps: f64, f: u32) -> Result<Share, ChannelError> {
     let (rows, h) = (x.ring.shape[0], x.ring.shape[1]);
     assert!(h >= 2 && x.frac >= f && gamma.frac == f, "layer_norm: H = {h}, scale {} to {f}, γ at {}", x.frac, gamma.frac);
     let lg = usize::BITS - (h - 1).leading_zeros();
     let rho = h as f64 / 2f64.powi(lg as i32);
     // H·x − Σx = H·(x − μ), exact; truncated to ρ·(x − μ) at scale f.
-    let centred = Share { ring: x.ring.scale(h as u64).sub(&per_row(&sums(&x.ring, h), h)), frac: x.frac + lg };
+    let centred = Share { ring: x.ring.scale(h as u64).sub(&broadcast_rows(&row_sums(x), &x.ring.shape).ring), frac: x.frac + lg };
     let t0 = Operand::t(0);
     let (_, mut pr) = truncate_mul(p, &[(&centred, x.frac + lg - f)], &[(t0, t0), (t0, Operand::Fixed(gamma))])?;
     let tg = pr.pop().expect("two products");
     let sq = pr.pop().expect("two products");
     // Σt² + ρ²·H·ε at scale 2f, exact.
     let e = encode(rho * rho * eps * h as f64, 2 * f).max(2u64 << f);
-    let ss = RingTensor::new(&[rows], sums(&sq.ring, h)).add_scalar(p.public_term(e));
+    let ss = row_sums(&sq).ring.add_scalar(p.public_term(e));
     let y = super::approx::rsqrt_scaled_times(p, &Share { ring: ss, frac: 2 * f }, f, (h as f64).sqrt(), &tg)?;
     Ok(Share { ring: y.ring.add(&per_col(beta, rows).ring), frac: f })
 }
