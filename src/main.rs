@@ -14,7 +14,7 @@ use mpcformer::cli::{
 };
 use mpcformer::data::batch::TextEncoder;
 use mpcformer::data::{load_split, Task};
-use mpcformer::eval::{append_results, predict, predictions_csv, score, EvalReport};
+use mpcformer::eval::{append_results, predict, predict_with_max_score, predictions_csv, score, EvalReport};
 use mpcformer::hub::resolve_model;
 use mpcformer::model::checkpoint::write_file_atomic;
 use mpcformer::model::ModelDir;
@@ -283,8 +283,17 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     let c = c.eval;
     let (task, dir, md, data) = load_eval_inputs(&c)?;
     let t = Instant::now();
-    let plain = predict(&md.model, &data, c.batch_size, &Device::Cpu, |_| {})?;
+    let (plain, max_score) = predict_with_max_score(&md.model, &data, c.batch_size, &Device::Cpu, |_| {})?;
     let plain_secs = t.elapsed().as_secs_f64();
+    // The private attention truncates scores in a ring sized for |s| < 2^SCORE_BITS: refuse,
+    // rather than return garbage, when the plaintext twin exceeds it on these rows.
+    let score_bound = (1u64 << mpcformer::mpc::bert::SCORE_BITS) as f32;
+    if !max_score.is_finite() || max_score >= score_bound {
+        bail!(
+            "{}: the model's attention scores reach {max_score} on these rows; private inference admits |score| < {score_bound} (mpc::bert::SCORE_BITS)",
+            dir.display()
+        );
+    }
     let rows: Vec<PrivateRow> =
         data.iter().map(|e| PrivateRow { ids: e.ids.clone(), type_ids: e.type_ids.clone() }).collect();
     let journal = c.output.as_ref().map(|p| {
@@ -383,6 +392,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     json["mpc"] = serde_json::to_value(&mpc)?;
     json["mpc"]["resumed_rows"] = resumed_rows.into();
     json["mpc"]["schedule_version"] = mpcformer::mpc::SCHEDULE_VERSION.into();
+    json["mpc"]["max_abs_attention_score"] = (max_score as f64).into();
     json["plaintext_metrics"] = serde_json::to_value(score(task, &plain).unwrap_or_default())?;
     let text = serde_json::to_string_pretty(&json)?;
     if let Some(p) = &c.output {

@@ -71,6 +71,9 @@ fn private_eval_agrees_with_plaintext_eval() {
         assert!(mpc[k].is_number(), "mpc.{k} missing: {mpc}");
     }
     assert!(mpc["rounds"].as_f64().unwrap() > 100.0);
+    // The plaintext twin's largest attention score, checked against the private bound.
+    let smax = mpc["max_abs_attention_score"].as_f64().unwrap();
+    assert!(smax > 0.5 && smax < (1u64 << mpcformer::mpc::bert::SCORE_BITS) as f64, "max |score| {smax}");
     assert!((mpc["max_abs_logit_diff"].as_f64().unwrap() - worst).abs() < 1e-3);
     for p in ["lan", "wan"] {
         assert!(mpc["network"][p]["online_seconds"].as_f64().unwrap() > 0.0, "network.{p}");
@@ -83,6 +86,34 @@ fn private_eval_agrees_with_plaintext_eval() {
     }
     // The upload of X − A: 5 rows × (≤ 24 tokens × 30522 words).
     assert!(mpc["breakdown"]["embedding"]["client_bytes"].as_u64().unwrap() > 5 * 3 * 30522 * 8);
+}
+
+/// Attention scores beyond the bound the private attention's narrow truncations admit
+/// (`mpc::bert::SCORE_BITS`) are refused up front, by name, not turned into garbage logits.
+#[test]
+fn private_eval_refuses_scores_beyond_the_private_bound() {
+    let model = common::minilm_variant(|c| {
+        c["num_labels"] = 2.into();
+        c["num_hidden_layers"] = 1.into();
+    });
+    let w = model.path().join("model.safetensors");
+    let mut ts = candle_core::safetensors::load(&w, &candle_core::Device::Cpu).unwrap();
+    let mut scaled = 0;
+    for (k, v) in ts.iter_mut() {
+        if k.contains("layer.0.attention.self.query") {
+            *v = (v.clone() * 3000.0).unwrap();
+            scaled += 1;
+        }
+    }
+    assert_eq!(scaled, 2, "query weight and bias");
+    std::fs::remove_file(&w).unwrap(); // the symlink to the shared weights
+    candle_core::safetensors::save(&ts, &w).unwrap();
+    let (t, sst2) = (tempfile::tempdir().unwrap(), common::glue("SST-2"));
+    let o = kd(&["private-eval", "--model", model.path().to_str().unwrap(), "--task", "sst2", "--data", sst2.to_str().unwrap(),
+        "--limit", "2", "--max-seq-len", "16", "--no-results"], t.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("attention scores reach") && err.contains("2048"), "{err}");
 }
 
 #[test]

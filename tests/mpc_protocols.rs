@@ -164,6 +164,59 @@ fn truncation_has_no_wrap_errors_up_to_2_pow_62() {
     assert!(mean.abs() < 0.01, "mean truncation error {mean} units");
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A truncation in a narrower ring (`protocol::Shift`) keeps the full-width guarantee on its
+    /// own domain [−2^(w−2) + 2^(f+1), 2^(w−2)) — including both edges — returns full Z_2^64
+    /// shares of the result, and sends w − f + 1 bits per element.
+    #[test]
+    fn narrow_truncation_is_exact_on_its_domain(f in 1u32..30, dw in 0u32..35, seed in any::<u64>(), n in 2usize..300) {
+        use mpcformer::mpc::protocol::Shift;
+        let w = (f + 3 + dw).min(64);
+        let mut s = seed | 1;
+        let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
+        let top = 1i64 << (w - 2);
+        let lowest = -top + (1i64 << (f + 1));
+        let mut vals: Vec<u64> = (0..n).map(|i| {
+            let mag = (next() >> (66 - w)) >> (i % 20);
+            if i % 2 == 0 { mag } else { (-(mag as i64)).max(lowest) as u64 }
+        }).collect();
+        vals[0] = (top - 1) as u64;
+        vals[1] = lowest as u64;
+        let xs = shares(&RingTensor::new(&[n], vals.clone()));
+        let ((o0, p0), (o1, _), _) = run_local(move |p| {
+            p.set_class(LayerClass::Other);
+            protocol::truncate(p, &Share { ring: xs[p.id].clone(), frac: f + 3 }, Shift::narrow(f, w)).unwrap().ring
+        });
+        let z = o0.add(&o1);
+        for i in 0..n {
+            let (got, x) = (z.data[i] as i64 as i128, vals[i] as i64 as i128);
+            prop_assert!(trunc_ok(got, x, f), "element {}: x = {}, got {}, w = {}", i, x, got, w);
+        }
+        prop_assert_eq!(p0.totals().bytes_sent, (n as u64 * (w - f + 1) as u64).div_ceil(8));
+    }
+}
+
+/// The narrow ring's bound is real: just above 2^(w−2) (where a 64-bit truncation is still
+/// exact) a 40-bit truncation goes wrong on a sizeable fraction of sharings. This is why the
+/// callers that narrow it state (and check) the bound on their inputs.
+#[test]
+fn narrow_truncation_wraps_outside_its_domain() {
+    use mpcformer::mpc::protocol::Shift;
+    let (w, n) = (40u32, 2000usize);
+    let vals: Vec<u64> = (0..n as u64).map(|i| (1u64 << (w - 1)) + (1u64 << (w - 3)) + i * 4099).collect();
+    let run = |s: Shift| {
+        let xs = shares(&RingTensor::new(&[n], vals.clone()));
+        let ((o0, _), (o1, _), _) = run_local(move |p| protocol::truncate(p, &Share { ring: xs[p.id].clone(), frac: 2 * F }, s).unwrap().ring);
+        let z = o0.add(&o1);
+        (0..n).filter(|&i| !trunc_ok(z.data[i] as i64 as i128, vals[i] as i64 as i128, F)).count()
+    };
+    assert_eq!(run(Shift::full(F)), 0);
+    let bad = run(Shift::narrow(F, w));
+    assert!(bad > n / 4, "only {bad} of {n} wrong outside the 40-bit domain");
+}
+
 #[test]
 fn local_truncation_would_fail_where_ours_does_not() {
     // CrypTen-style local truncation of the same sharing (each party shifts its own share)
@@ -809,18 +862,23 @@ proptest! {
     /// one round.
     #[test]
     fn fused_truncation_and_products_are_exact(
-        rows in 1usize..5, l in 1usize..6, f in 1u32..40,
+        rows in 1usize..5, l in 1usize..6, f in 1u32..40, dw in 0u32..40,
         seed in any::<u64>(), alpha in any::<u64>(), kappa in any::<u64>(),
     ) {
         use mpcformer::mpc::fused::{truncate_mul, Operand};
+        use mpcformer::mpc::protocol::Shift;
         let n = rows * l;
+        // The ring the truncations run in: 64 bits, or narrower (down to f + 3).
+        let w = (f + 3 + dw).min(64);
+        let shift = Shift::narrow(f, w);
         let mut s = seed | 1;
         let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-        // Values to truncate: inside [−2^62 + 2^(f+1), 2^62), including the extremes.
-        let mut xv: Vec<u64> = (0..n).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
-        xv[0] = (1u64 << 62) - 1;
-        if n > 1 { xv[1] = (-(1i64 << 62) + (1i64 << (f + 1))) as u64; }
-        let rv: Vec<u64> = (0..rows).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
+        // Values to truncate: inside [−2^(w−2) + 2^(f+1), 2^(w−2)), including the extremes.
+        let half = 1i64 << (w - 3);
+        let mut xv: Vec<u64> = (0..n).map(|_| ((next() >> (66 - w)) as i64 - half) as u64).collect();
+        xv[0] = (1u64 << (w - 2)) - 1;
+        if n > 1 { xv[1] = (-(1i64 << (w - 2)) + (1i64 << (f + 1))) as u64; }
+        let rv: Vec<u64> = (0..rows).map(|_| ((next() >> (66 - w)) as i64 - half) as u64).collect();
         let zv: Vec<u64> = (0..n).map(|_| next()).collect();
         let yv: Vec<u64> = (0..n).map(|_| next()).collect();
         let wv: Vec<u64> = (0..rows).map(|_| next()).collect();
@@ -837,7 +895,7 @@ proptest! {
             let w = Share { ring: ws[p.id].clone(), frac: 1 };
             let g = mpcformer::mpc::protocol::prepare_vector(p, &Share { ring: gs[p.id].clone(), frac: 4 }, 9).unwrap();
             let before = p.totals().rounds;
-            let (t, prods) = truncate_mul(p, &[(&x, f), (&r, f)], &[
+            let (t, prods) = truncate_mul(p, &[(&x, shift), (&r, shift)], &[
                 (Operand::Ready(&z), Operand::t(0)),
                 (Operand::t(0), Operand::Ready(&z)),
                 (Operand::Ready(&z), Operand::t(1)),
@@ -853,7 +911,7 @@ proptest! {
         let t: Vec<RingTensor> = o0.0.iter().zip(&o1.0).map(|(a, b)| a.add(b)).collect();
         for (vals, tv) in [(&xv, &t[0]), (&rv, &t[1])] {
             for (i, &v) in vals.iter().enumerate() {
-                prop_assert!(trunc_ok(tv.data[i] as i64 as i128, v as i64 as i128, f), "trunc({}) by {} = {} ", v as i64, f, tv.data[i] as i64);
+                prop_assert!(trunc_ok(tv.data[i] as i64 as i128, v as i64 as i128, f), "trunc({}) by {} in {} bits = {} ", v as i64, f, w, tv.data[i] as i64);
             }
         }
         let pr: Vec<RingTensor> = o0.1.iter().zip(&o1.1).map(|(a, b)| a.0.add(&b.0)).collect();
@@ -883,14 +941,19 @@ proptest! {
     /// t′·tᵏ for another truncation output t′ of the same round, k = 1…4, equal the exact ring
     /// products of the revealed values, next to an ordinary fused product, all in one round.
     #[test]
-    fn fused_power_products_are_exact(n in 1usize..7, f in 1u32..48, k in 1u32..5, seed in any::<u64>()) {
+    fn fused_power_products_are_exact(n in 1usize..7, f in 1u32..48, dw in 0u32..40, k in 1u32..5, seed in any::<u64>()) {
         use mpcformer::mpc::fused::{truncate_mul_pow, Operand, PowProduct};
+        use mpcformer::mpc::protocol::Shift;
+        // 64 bits or a narrower ring (`Shift`), whose carry constant enters every power.
+        let w = (f + 3 + dw).min(64);
+        let shift = Shift::narrow(f, w);
         let mut s = seed | 1;
         let mut next = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; s };
-        let mut xv: Vec<u64> = (0..n).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
-        xv[0] = (1u64 << 62) - 1;
-        if n > 1 { xv[1] = (-(1i64 << 62) + (1i64 << (f + 1))) as u64; }
-        let rv: Vec<u64> = (0..n).map(|_| ((next() >> 2) as i64 - (1i64 << 61)) as u64).collect();
+        let half = 1i64 << (w - 3);
+        let mut xv: Vec<u64> = (0..n).map(|_| ((next() >> (66 - w)) as i64 - half) as u64).collect();
+        xv[0] = (1u64 << (w - 2)) - 1;
+        if n > 1 { xv[1] = (-(1i64 << (w - 2)) + (1i64 << (f + 1))) as u64; }
+        let rv: Vec<u64> = (0..n).map(|_| ((next() >> (66 - w)) as i64 - half) as u64).collect();
         let zv: Vec<u64> = (0..n).map(|_| next()).collect();
         let (xs, rs, zs) = (shares(&RingTensor::new(&[n], xv.clone())), shares(&RingTensor::new(&[n], rv.clone())),
             shares(&RingTensor::new(&[n], zv.clone())));
@@ -898,7 +961,7 @@ proptest! {
             let x = Share { ring: xs[p.id].clone(), frac: 50 };
             let r = Share { ring: rs[p.id].clone(), frac: 50 };
             let z = Share { ring: zs[p.id].clone(), frac: 3 };
-            let (t, prods, pows) = truncate_mul_pow(p, &[(&x, f), (&r, f)], &[(Operand::Ready(&z), Operand::t(1))], &[
+            let (t, prods, pows) = truncate_mul_pow(p, &[(&x, shift), (&r, shift)], &[(Operand::Ready(&z), Operand::t(1))], &[
                 PowProduct { a: Operand::Ready(&z), b: 0, k },
                 PowProduct { a: Operand::t(1), b: 0, k },
                 PowProduct { a: Operand::t(0), b: 1, k },
@@ -910,7 +973,7 @@ proptest! {
         let t = open(&o0.0, &o1.0);
         for (vals, tv) in [(&xv, &t[0]), (&rv, &t[1])] {
             for (i, &v) in vals.iter().enumerate() {
-                prop_assert!(trunc_ok(tv.data[i] as i64 as i128, v as i64 as i128, f), "trunc({}) by {} = {} ", v as i64, f, tv.data[i] as i64);
+                prop_assert!(trunc_ok(tv.data[i] as i64 as i128, v as i64 as i128, f), "trunc({}) by {} in {} bits = {} ", v as i64, f, w, tv.data[i] as i64);
             }
         }
         let pr = open(&o0.1, &o1.1);

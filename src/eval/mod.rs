@@ -45,20 +45,55 @@ pub fn predict(
     data: &[Encoded],
     batch_size: usize,
     device: &Device,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize),
 ) -> Result<Vec<PredRow>, ModelError> {
+    Ok(predict_inner(model, data, batch_size, device, on_batch, false)?.0)
+}
+
+/// [`predict`], plus the largest |attention score| (q·k/√d_h, before normalisation) over every
+/// layer, head and real (query, key) pair of every row: what the private attention's narrow
+/// truncations rely on (`mpc::bert::SCORE_BITS`).
+pub fn predict_with_max_score(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+    on_batch: impl FnMut(usize),
+) -> Result<(Vec<PredRow>, f32), ModelError> {
+    predict_inner(model, data, batch_size, device, on_batch, true)
+}
+
+fn predict_inner(
+    model: &BertForSequenceClassification,
+    data: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+    mut on_batch: impl FnMut(usize),
+    scores: bool,
+) -> Result<(Vec<PredRow>, f32), ModelError> {
     let mut rows: Vec<Option<PredRow>> = vec![None; data.len()];
+    let mut max_score = 0f32;
     for positions in eval_order(data, batch_size) {
         let items: Vec<&Encoded> = positions.iter().map(|&p| &data[p]).collect();
         let batch = collate(&items, device)?;
-        let out = model.forward(&batch.input, &mut Mode::Eval)?;
+        let out = model.forward_with(&batch.input, &mut Mode::Eval, scores)?;
+        if scores {
+            // Real pairs only: padded keys carry the additive mask, padded queries are not real.
+            let (b, l) = batch.input.attention_mask.dims2()?;
+            let m = batch.input.attention_mask.to_dtype(candle_core::DType::F32)?;
+            let pair = m.reshape((b, 1, l, 1))?.broadcast_mul(&m.reshape((b, 1, 1, l))?)?;
+            for s in &out.attention_scores {
+                let a = s.broadcast_mul(&pair)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                max_score = max_score.max(a);
+            }
+        }
         let logits: Vec<Vec<f32>> = out.logits.to_vec2()?;
         for (&p, l) in positions.iter().zip(logits) {
             rows[p] = Some(PredRow { index: data[p].index, label: data[p].label, logits: l });
         }
         on_batch(positions.len());
     }
-    Ok(rows.into_iter().map(|r| r.expect("every row is in exactly one batch")).collect())
+    Ok((rows.into_iter().map(|r| r.expect("every row is in exactly one batch")).collect(), max_score))
 }
 
 /// Task metrics of predicted rows, or None when the split is unlabelled.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::approx::{gelu, quad_raw, reciprocal_ext_to, row_sums, softmax, two_relu, GeluForm};
-use super::protocol::truncate;
+use super::protocol::{truncate, Shift};
 use super::channel::ChannelError;
 use super::compare::relu;
 use super::fixed::encode;
@@ -116,6 +116,20 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
     Share { ring: RingTensor::new(&[rows, w], data), frac: x.frac }
 }
 
+/// Bound on the attention scores s = q·k/√d_h in real terms, |s| < 2^SCORE_BITS, which lets
+/// their truncation (and 2Quad's of (s + c)²) run in a narrower ring (`protocol::Shift`): the
+/// opening then carries the bits between the shift and the bound, not everything up to bit
+/// 63. 2^11 = 2048 is ~100× what trained BERT models produce (their scores stay within a
+/// few tens; `kd private-eval` checks the plaintext twin's scores against it before the private
+/// pass) and leaves 2Quad's (s + c)² below 2^23. At 16 fractional bits the scores' opening
+/// sends 30 bits per element instead of 49, q's 42.
+pub const SCORE_BITS: u32 = 11;
+
+/// A truncation by `f` bits of a value at scale `frac` whose real magnitude is below 2^bits.
+fn bounded_shift(f: u32, frac: u32, bits: u32) -> Shift {
+    Shift::narrow(f, (frac + bits + 2).min(64))
+}
+
 /// 2Quad attention of all heads, from the untruncated scores `raw` [heads·L, L] (scale f +
 /// `shift`) and the values `vh` (per head [L, dh]): per head (q·V)·(1/Σq) with q = (s + c)²,
 /// instead of (q·(1/Σq))·V — the normalisation is applied to the [L, dh] context, not to the
@@ -134,12 +148,13 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     let dh = vh[0].ring.shape[1];
     p.set_class(Softmax);
     let sc = Operand::Trunc { idx: 0, scale: 1, offset: super::fixed::encode(c, f) };
-    let (_, mut q) = truncate_mul(p, &[(raw, shift)], &[(sc, sc)])?;
+    let (_, mut q) = truncate_mul(p, &[(raw, bounded_shift(shift, raw.frac, SCORE_BITS))], &[(sc, sc)])?;
     let q = q.pop().expect("one product");
     let sums = row_sums(&q);
     // q truncated to f and its products with V need nothing from the reciprocal of Σq: their two
     // openings ride in the reciprocal's first two rounds (booked to attention).
-    let rider = TruncMatmul::new(p, &q, q.frac - f, vh.to_vec(), Attention)?;
+    // (s + c)² < (2^11 + c)² < 2^23 in real terms.
+    let rider = TruncMatmul::new(p, &q, bounded_shift(q.frac - f, q.frac, 2 * SCORE_BITS + 1), vh.to_vec(), Attention)?;
     p.attach_rider(Box::new(rider));
     // 1/Σq at 16 extra bits (12 at f = 20): the product with q·V (≤ max|v| in real terms) sits at
     // 2f + extra and stays below 2^62 while |v| < 2^(61 − 2f − extra) = 2^9.
@@ -234,7 +249,7 @@ impl PrivateLayer {
         let ctx_h = match self.softmax {
             SoftmaxAct::TwoQuad => two_quad_attention(p, &stack(&raw), x.frac, self.c, &vh)?,
             act => {
-                let scores = stack(&truncate_many(p, &raw, x.frac)?);
+                let scores = stack(&truncate_many(p, &raw, bounded_shift(x.frac, raw[0].frac, SCORE_BITS))?);
                 p.set_class(Softmax);
                 let probs = match act {
                     SoftmaxAct::TwoRelu => two_relu(p, &scores)?,

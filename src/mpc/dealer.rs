@@ -18,8 +18,9 @@ pub enum Request {
     Mul { n: usize },
     /// Matrix triple: A [m,k], B [k,n], C = A·B.
     MatMul { m: usize, k: usize, n: usize },
-    /// Truncation material for n elements (see `protocol::truncate`): r, msb(r), (r mod 2^63) >> f.
-    Trunc { n: usize, f: u32 },
+    /// Truncation material for n elements by f bits in a ring of `width` bits (see
+    /// `protocol::truncate`, `protocol::Shift`): r, msb_w(r) (bit w − 1), (r mod 2^(w−1)) >> f.
+    Trunc { n: usize, f: u32, width: u32 },
     /// Square pair of n elements: a, c = a∘a.
     Square { n: usize },
     /// Register a fixed mask B [k,n] for a weight matrix under `id` (no correction needed).
@@ -198,7 +199,7 @@ impl Request {
         let (tag, a, b, c) = match *self {
             Request::Mul { n } => (0u64, n as u64, 0, 0),
             Request::MatMul { m, k, n } => (1, m as u64, k as u64, n as u64),
-            Request::Trunc { n, f } => (2, n as u64, f as u64, 0),
+            Request::Trunc { n, f, width } => (2, n as u64, f as u64, width as u64),
             Request::Square { n } => (3, n as u64, 0, 0),
             Request::WeightMask { id, k, n } => (4, id, k as u64, n as u64),
             Request::MatMulFixed { id, m } => (5, id, m as u64, 0),
@@ -228,7 +229,12 @@ impl Request {
         Ok(match v[0] {
             0 => Request::Mul { n: v[1] as usize },
             1 => Request::MatMul { m: v[1] as usize, k: v[2] as usize, n: v[3] as usize },
-            2 => Request::Trunc { n: v[1] as usize, f: v[2] as u32 },
+            2 => {
+                if v[2] == 0 || v[3] > 64 || v[2] + 3 > v[3] {
+                    return Err(ChannelError::Malformed(format!("truncation by {} bits in a {}-bit ring", v[2], v[3])));
+                }
+                Request::Trunc { n: v[1] as usize, f: v[2] as u32, width: v[3] as u32 }
+            }
             3 => Request::Square { n: v[1] as usize },
             4 => Request::WeightMask { id: v[1], k: v[2] as usize, n: v[3] as usize },
             5 => Request::MatMulFixed { id: v[1], m: v[2] as usize },
@@ -382,11 +388,12 @@ impl Dealer {
                 let b = b0.add(&b1);
                 RingTensor::new(&[m, n], matmul_u64(&a.data, &b.data, m, k, n)).sub(&c0).data
             }
-            Request::Trunc { n, f } => {
+            Request::Trunc { n, f, width } => {
                 let (r0, msb0, rt0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
                 let r1 = self.prg1.ring(&[n]);
                 let r = r0.add(&r1);
-                let (msb, rt) = (r.map(|x| x >> 63), r.map(|x| (x & (u64::MAX >> 1)) >> f));
+                let low = u64::MAX >> (65 - width);
+                let (msb, rt) = (r.map(|x| (x >> (width - 1)) & 1), r.map(|x| (x & low) >> f));
                 let mut out = msb.sub(&msb0).data;
                 out.extend_from_slice(&rt.sub(&rt0).data);
                 self.recent_truncs.push_front((rt.data, msb.data));
@@ -693,7 +700,7 @@ impl DealerLink {
         }
     }
 
-    /// Fetch material for `req`: (a, b, c) for triples; (r, msb(r), (r mod 2^63)>>f) for Trunc;
+    /// Fetch material for `req`: (a, b, c) for triples; (r, msb_w(r), (r mod 2^(w−1))>>f) for Trunc;
     /// (a, ∅, a∘a) for Square; (∅, B share, ∅) for WeightMask; (A, ∅, A·B) for MatMulFixed.
     pub fn fetch(&mut self, req: Request) -> Result<Material, ChannelError> {
         let empty = || RingTensor::zeros(&[0]);
@@ -959,6 +966,16 @@ mod tests {
             [22, 5, 0, 0],
             [23, 5, RECENT_TRUNCS as u64, 3],
         ] {
+            assert!(Request::decode(&to_bytes(&msg)).is_err(), "{msg:?} accepted");
+        }
+    }
+
+    #[test]
+    fn truncation_requests_carry_their_ring_width_and_bad_widths_are_refused() {
+        for r in [Request::Trunc { n: 9, f: 16, width: 64 }, Request::Trunc { n: 9, f: 16, width: 45 }, Request::Trunc { n: 1, f: 1, width: 4 }] {
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        for msg in [[2u64, 5, 16, 18], [2, 5, 16, 65], [2, 5, 0, 64], [2, 5, 16, 0]] {
             assert!(Request::decode(&to_bytes(&msg)).is_err(), "{msg:?} accepted");
         }
     }

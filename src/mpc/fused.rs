@@ -11,7 +11,8 @@
 //! truncation outputs, w·w′ expands over the four cross products of (rt, msb) and (rt′, msb′)
 //! (`Request::TruncPair`). Everything is exact ring arithmetic: the product equals the Beaver
 //! product of the truncated values, and the truncation keeps its guarantees (x ∈ [−2^62 + 2^(f+1), 2^62):
-//! |result − x/2^f| < 1.25, never a wrap).
+//! |result − x/2^f| < 1.25, never a wrap). A truncation in a narrower ring of w bits
+//! (`protocol::Shift`) reads 63 as w − 1 throughout: only c mod 2^w is opened.
 //!
 //! Operands may be affine in a truncation output (α·t + κ, public α and κ), which covers the
 //! linear initial guesses and "2 − u·w"-style forms of the Newton iterations.
@@ -34,7 +35,7 @@
 use super::channel::ChannelError;
 use super::dealer::{Material, Request};
 use super::party::{Party, Share};
-use super::protocol::{open_many_high, trunc_consts, trunc_drop, VecShare};
+use super::protocol::{open_many_high, trunc_consts, trunc_drop, Shift, VecShare};
 use super::ring::RingTensor;
 
 /// An operand of [`truncate_mul`].
@@ -66,7 +67,7 @@ struct Opened {
     /// This party's shares of rt and msb(r).
     rt: Vec<u64>,
     msb: Vec<u64>,
-    /// 2^(63−f).
+    /// 2^(w−1−f) (w = 64 unless the truncation runs in a narrower ring).
     c: u64,
     frac: u32,
 }
@@ -99,7 +100,7 @@ impl TruncPart {
     }
 }
 
-/// Truncate each `truncs[i].0` by `truncs[i].1` bits and form every product in `prods` from the
+/// Truncate each `truncs[i].0` by `truncs[i].1` (bits, or a `Shift` in a narrower ring) and form every product in `prods` from the
 /// truncation outputs and ready shares, all in **one** round. Returns the truncated values and
 /// the untruncated products (scale = sum of the operands' scales).
 ///
@@ -107,9 +108,9 @@ impl TruncPart {
 /// l = len(a)/len(b) consecutive elements of the first (one factor per row). A ready operand
 /// costs one opened word per element (its own mask per product); a truncation operand costs
 /// nothing beyond the truncation's own opening.
-pub fn truncate_mul(
+pub fn truncate_mul<S: Into<Shift> + Copy>(
     p: &mut Party,
-    truncs: &[(&Share, u32)],
+    truncs: &[(&Share, S)],
     prods: &[(Operand, Operand)],
 ) -> Result<(Vec<Share>, Vec<Share>), ChannelError> {
     let (t, pr, _) = truncate_mul_pow(p, truncs, prods, &[])?;
@@ -153,18 +154,20 @@ fn pow_coeffs(q: u64, s: u64, k: u32) -> (u64, Vec<u64>) {
 /// element. Returns (truncations, products, power products); a power product's scale is
 /// scale(a) + k·scale(t). A Newton step that needs u·y² or u·y³ of a freshly truncated y is
 /// thereby one round instead of two or three.
-pub fn truncate_mul_pow(
+pub fn truncate_mul_pow<S: Into<Shift> + Copy>(
     p: &mut Party,
-    truncs: &[(&Share, u32)],
+    truncs: &[(&Share, S)],
     prods: &[(Operand, Operand)],
     pows: &[PowProduct],
 ) -> Result<(Vec<Share>, Vec<Share>, Vec<Share>), ChannelError> {
     let nt = truncs.len();
     assert!(nt <= super::dealer::RECENT_TRUNCS, "truncate_mul: {nt} truncations in one round; the dealer keeps {}", super::dealer::RECENT_TRUNCS);
+    let truncs: Vec<(&Share, Shift)> = truncs.iter().map(|(x, s)| (*x, (*s).into())).collect();
     let mut tmats = Vec::with_capacity(nt);
-    for (x, f) in truncs {
-        assert!(*f > 0 && *f < 62 && x.frac >= *f, "truncate: bad shift {f} for scale {}", x.frac);
-        tmats.push(p.preprocessing(Request::Trunc { n: x.ring.len(), f: *f })?);
+    for (x, s) in &truncs {
+        let f = s.f;
+        assert!(f > 0 && f < 62 && x.frac >= f, "truncate: bad shift {f} for scale {}", x.frac);
+        tmats.push(p.preprocessing(Request::Trunc { n: x.ring.len(), f, width: s.width })?);
     }
     let len = |o: &Operand| match o {
         Operand::Ready(s) => s.ring.len(),
@@ -217,37 +220,42 @@ pub fn truncate_mul_pow(
         };
         wmats.push(p.preprocessing(Request::TruncPow { n, back: nt - 1 - pw.b, k: pw.k, with })?);
     }
-    // Truncation openings from bit f − 1 up (`protocol::truncate`), the products' in full.
-    let mut masked: Vec<(RingTensor, u32)> = truncs
+    // Truncation openings from bit f − 1 up and modulo 2^width (`protocol::truncate`), the
+    // products' in full.
+    let mut masked: Vec<(RingTensor, u32, u32)> = truncs
         .iter()
         .zip(&tmats)
-        .map(|((x, f), m)| (x.ring.add_scalar(p.public_term(trunc_consts(*f).0)).add(&RingTensor::new(&x.ring.shape, m.a.data.clone())), trunc_drop(*f)))
+        .map(|((x, s), m)| {
+            let masked = x.ring.add_scalar(p.public_term(trunc_consts(*s).0)).add(&RingTensor::new(&x.ring.shape, m.a.data.clone()));
+            (masked, trunc_drop(s.f), s.width)
+        })
         .collect();
     for ((a, b, _), m) in plan.iter().zip(&pmats) {
         if let Operand::Ready(x) = a {
-            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0));
+            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0, 64));
         }
         if let Operand::Ready(y) = b {
-            masked.push((y.ring.sub(&RingTensor::new(&y.ring.shape, m.b.data.clone())), 0));
+            masked.push((y.ring.sub(&RingTensor::new(&y.ring.shape, m.b.data.clone())), 0, 64));
         }
     }
     for (pw, m) in pows.iter().zip(&wmats) {
         if let Operand::Ready(x) = pw.a {
-            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0));
+            masked.push((x.ring.sub(&RingTensor::new(&x.ring.shape, m.a.data.clone())), 0, 64));
         }
     }
-    let opened = open_many_high(p, &masked.iter().map(|(x, k)| (x, *k)).collect::<Vec<_>>())?;
-    let low = u64::MAX >> 1;
+    let opened = open_many_high(p, &masked.iter().map(|(x, k, w)| (x, *k, *w)).collect::<Vec<_>>())?;
     let outs: Vec<Opened> = truncs
         .iter()
         .zip(&tmats)
         .zip(&opened)
-        .map(|(((x, f), m), c)| {
-            let cc = 1u64 << (63 - f);
-            let unshift = trunc_consts(*f).1;
+        .map(|(((x, s), m), c)| {
+            let (f, w) = (s.f, s.width);
+            let cc = 1u64 << (w - 1 - f);
+            let unshift = trunc_consts(*s).1;
+            let low = u64::MAX >> (65 - w);
             let (mut q, mut sigma) = (Vec::with_capacity(c.len()), Vec::with_capacity(c.len()));
             for &ci in &c.data {
-                let cm = ci >> 63;
+                let cm = (ci >> (w - 1)) & 1;
                 q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(unshift));
                 sigma.push(1u64.wrapping_sub(2 * cm));
             }

@@ -24,37 +24,78 @@ pub fn open_many(p: &mut Party, xs: &[&RingTensor]) -> Result<Vec<RingTensor>, C
     Ok(out)
 }
 
-/// Reveal several shared tensors in one round, tensor i only from bit kᵢ up (`xs[i].1` = kᵢ):
-/// each party sends ⌊cⱼ/2^k⌋ in 64 − k bits (`Party::exchange_packed`) and both get
-///   c′ = 2^k·(⌊c₀/2^k⌋ + ⌊c₁/2^k⌋) = c − e,  e = (c₀ mod 2^k) + (c₁ mod 2^k) ∈ [0, 2^(k+1) − 2],
-/// i.e. the opened value less an error below 2^(k+1) that neither party knows alone. Used for
-/// truncation openings, whose low bits are shifted out anyway ([`truncate`]). Privacy is that of a
-/// full opening: what a party sends is a function of its share of a value masked by a uniform
-/// ring element the peer does not hold, so it is uniform given the peer's view.
-pub fn open_many_high(p: &mut Party, xs: &[(&RingTensor, u32)]) -> Result<Vec<RingTensor>, ChannelError> {
-    if xs.iter().all(|(_, k)| *k == 0) {
-        return open_many(p, &xs.iter().map(|(x, _)| *x).collect::<Vec<_>>());
+/// Reveal several shared tensors in one round, tensor i only from bit kᵢ up and modulo 2^wᵢ
+/// (`xs[i]` = (x, kᵢ, wᵢ)): each party sends ⌊(cⱼ mod 2^w)/2^k⌋ in w − k bits
+/// (`Party::exchange_packed`) and both get
+///   c′ = 2^k·(⌊c₀′/2^k⌋ + ⌊c₁′/2^k⌋) mod 2^w = (c − e) mod 2^w,  e = (c₀ mod 2^k) + (c₁ mod 2^k) ∈ [0, 2^(k+1) − 2],
+/// i.e. the opened value modulo 2^w less an error below 2^(k+1) that neither party knows alone.
+/// Used for truncation openings, whose low bits are shifted out anyway and whose input is known
+/// to lie far below 2^(w−1) ([`truncate`]). Privacy is that of a full opening: what a party sends
+/// is a function of its share of a value masked by a ring element the peer does not hold and
+/// that is uniform modulo 2^w, so it is uniform given the peer's view.
+pub fn open_many_high(p: &mut Party, xs: &[(&RingTensor, u32, u32)]) -> Result<Vec<RingTensor>, ChannelError> {
+    if xs.iter().all(|(_, k, w)| *k == 0 && *w == 64) {
+        return open_many(p, &xs.iter().map(|(x, _, _)| *x).collect::<Vec<_>>());
     }
-    let highs: Vec<Vec<u64>> = xs.iter().map(|(x, k)| high_bits(x, *k)).collect();
-    let segs: Vec<(&[u64], u32)> = highs.iter().zip(xs).map(|(h, (_, k))| (h.as_slice(), 64 - k)).collect();
+    let highs: Vec<Vec<u64>> = xs.iter().map(|(x, k, w)| high_bits(x, *k, *w)).collect();
+    let segs: Vec<(&[u64], u32)> = highs.iter().zip(xs).map(|(h, (_, k, w))| (h.as_slice(), w - k)).collect();
     let theirs = p.exchange_packed(&segs)?;
     let mut out = Vec::with_capacity(xs.len());
     let mut off = 0;
-    for (h, (x, k)) in highs.iter().zip(xs) {
-        out.push(RingTensor::new(&x.shape, join_high_bits(h, &theirs[off..off + h.len()], *k)));
+    for (h, (x, k, w)) in highs.iter().zip(xs) {
+        out.push(RingTensor::new(&x.shape, join_high_bits(h, &theirs[off..off + h.len()], *k, *w)));
         off += h.len();
     }
     Ok(out)
 }
 
-/// What a party sends of x in a high-bits opening: each word without its low k bits.
-fn high_bits(x: &RingTensor, k: u32) -> Vec<u64> {
-    x.data.iter().map(|&v| v >> k).collect()
+/// The low `w` bits set.
+fn width_mask(w: u32) -> u64 {
+    u64::MAX >> (64 - w)
 }
 
-/// The opened value from both parties' high bits (low k bits zero).
-fn join_high_bits(mine: &[u64], theirs: &[u64], k: u32) -> Vec<u64> {
-    mine.iter().zip(theirs).map(|(&a, &b)| a.wrapping_add(b).wrapping_shl(k)).collect()
+/// What a party sends of x in a high-bits opening: each word modulo 2^w without its low k bits.
+fn high_bits(x: &RingTensor, k: u32, w: u32) -> Vec<u64> {
+    let m = width_mask(w);
+    x.data.iter().map(|&v| (v & m) >> k).collect()
+}
+
+/// The opened value modulo 2^w from both parties' high bits (low k bits zero).
+fn join_high_bits(mine: &[u64], theirs: &[u64], k: u32, w: u32) -> Vec<u64> {
+    let m = width_mask(w);
+    mine.iter().zip(theirs).map(|(&a, &b)| a.wrapping_add(b).wrapping_shl(k) & m).collect()
+}
+
+/// A truncation by `f` bits of values known to lie in [−2^(width−2) + 2^(f+1), 2^(width−2)):
+/// the opening and the carry arithmetic run modulo 2^width ([`truncate`]), so the opening sends
+/// width − f + 1 bits per element instead of 65 − f. `width` = 64 is the general case (any value
+/// in [−2^62 + 2^(f+1), 2^62)); callers that know a tighter bound on their input — attention
+/// scores, for one — pass a narrower width and save the bits above it. The output is a full
+/// Z_2^64 share either way (the dealer's shares of r's parts are over Z_2^64). Outside the domain
+/// the result is garbage, exactly as for width 64 outside its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shift {
+    pub f: u32,
+    pub width: u32,
+}
+
+impl Shift {
+    /// A truncation by f bits over the whole ring.
+    pub const fn full(f: u32) -> Self {
+        Self { f, width: 64 }
+    }
+
+    /// A truncation by f bits of values below 2^(width − 2) in magnitude.
+    pub fn narrow(f: u32, width: u32) -> Self {
+        assert!(width <= 64 && f > 0 && f + 3 <= width, "truncation by {f} bits in a {width}-bit ring");
+        Self { f, width }
+    }
+}
+
+impl From<u32> for Shift {
+    fn from(f: u32) -> Self {
+        Self::full(f)
+    }
 }
 
 /// Low bits of its share of a truncation's masked value that a party leaves out of the opening
@@ -64,19 +105,21 @@ pub(crate) fn trunc_drop(f: u32) -> u32 {
     f - 1
 }
 
-/// The public constants of a truncation by f bits with the high-bits opening (k = f − 1 ≥ 1):
-/// P0 adds B = 2^62 − 2^k − 2^(k−1) before masking, and 2^(62−f) − 1 is subtracted after the
-/// shift. Then x'' = x + B − e = x + (2^62 − 2^f) + d, d = 2^(k−1) − e, with the unknown error of
-/// the opening e ∈ [0, 2^(k+1) − 2] (mean 2^k − 1): d/2^f ∈ (−3/4, 1/4] with mean −1/4, which
-/// cancels the +1/4 the opened value's zero low bits add to Π_TruncPr's rounding (see
-/// [`truncate`]); the first term is removed exactly by the second constant; and x'' ∈ [0, 2^63)
-/// for every x ∈ [−2^62 + 2^(f+1), 2^62) — the positive side of the domain is the full one,
-/// which the normalisations that scale x into [2^61, 2^62) rely on. Without dropped bits
-/// (f = 1): B = 2^62 and 2^(62−f), as in Π_TruncPr. Returns (B, the second constant).
-pub(crate) fn trunc_consts(f: u32) -> (u64, u64) {
+/// The public constants of a truncation by f bits in a w-bit ring with the high-bits opening
+/// (k = f − 1 ≥ 1): P0 adds B = 2^(w−2) − 2^k − 2^(k−1) before masking, and 2^(w−2−f) − 1 is
+/// subtracted after the shift. Then x'' = x + B − e = x + (2^(w−2) − 2^f) + d, d = 2^(k−1) − e,
+/// with the unknown error of the opening e ∈ [0, 2^(k+1) − 2] (mean 2^k − 1): d/2^f ∈ (−3/4, 1/4]
+/// with mean −1/4, which cancels the +1/4 the opened value's zero low bits add to Π_TruncPr's
+/// rounding (see [`truncate`]); the first term is removed exactly by the second constant; and
+/// x'' ∈ [0, 2^(w−1)) for every x ∈ [−2^(w−2) + 2^(f+1), 2^(w−2)) — the positive side of the
+/// domain is the full one, which the normalisations that scale x into [2^61, 2^62) rely on
+/// (w = 64). Without dropped bits (f = 1): B = 2^(w−2) and 2^(w−2−f), as in Π_TruncPr. Returns
+/// (B, the second constant).
+pub(crate) fn trunc_consts(s: Shift) -> (u64, u64) {
+    let (f, w) = (s.f, s.width);
     match trunc_drop(f) {
-        0 => (1u64 << 62, 1u64 << (62 - f)),
-        k => ((1u64 << 62) - (1u64 << k) - (1u64 << (k - 1)), (1u64 << (62 - f)) - 1),
+        0 => (1u64 << (w - 2), 1u64 << (w - 2 - f)),
+        k => ((1u64 << (w - 2)) - (1u64 << k) - (1u64 << (k - 1)), (1u64 << (w - 2 - f)) - 1),
     }
 }
 
@@ -139,52 +182,60 @@ pub fn matmul_raw(p: &mut Party, x: &Share, y: &Share) -> Result<Share, ChannelE
 ///
 /// CrypTen's local 2PC truncation (each party shifts its own share) is wrong by ±2^(64−f) with
 /// probability ≈ |x|/2^64 per element. Here (Escudero et al., CRYPTO 2020, Π_TruncPr with a
-/// dealer, opened from bit k = f − 1 up), for x ∈ [−2^62 + 2^(f+1), 2^62):
-/// 1. x' = x + B, B ≈ 2^62 ([`trunc_consts`]; P0 adds the constant);
-/// 2. the dealer supplies [r] (uniform), [msb(r)] and [(r mod 2^63) >> f];
-/// 3. open c = x' + r **from bit k up** (one round, [`open_many_high`]): the parties learn
-///    c − e for an unknown e ∈ [0, 2^(k+1) − 2], i.e. c = x'' + r with x'' = x' − e ∈ [0, 2^63),
-///    msb(x'') = 0, and x'' = x + (2^62 − 2^f) + d, d/2^f ∈ (−3/4, 1/4];
-/// 4. the carry out of the low 63 bits is b = msb(c) ⊕ msb(r), i.e.
-///    [b] = msb(c) + [msb r] − 2·msb(c)·[msb r];
-/// 5. [x >> f] = ((c mod 2^63) >> f) − [(r mod 2^63) >> f] + [b]·2^(63−f) − (2^(62−f) − 1).
+/// dealer, opened from bit k = f − 1 up), in a ring of w bits ([`Shift`]; w = 64 unless the
+/// caller knows a tighter bound), for x ∈ [−2^(w−2) + 2^(f+1), 2^(w−2)):
+/// 1. x' = x + B, B ≈ 2^(w−2) ([`trunc_consts`]; P0 adds the constant);
+/// 2. the dealer supplies [r] (uniform), [msb_w(r)] (bit w − 1) and [(r mod 2^(w−1)) >> f];
+/// 3. open c = x' + r mod 2^w **from bit k up** (one round, [`open_many_high`]): the parties learn
+///    c − e mod 2^w for an unknown e ∈ [0, 2^(k+1) − 2], i.e. c = x'' + r mod 2^w with
+///    x'' = x' − e ∈ [0, 2^(w−1)), msb_w(x'') = 0, and x'' = x + (2^(w−2) − 2^f) + d,
+///    d/2^f ∈ (−3/4, 1/4];
+/// 4. the carry out of the low w − 1 bits is b = msb_w(c) ⊕ msb_w(r), i.e.
+///    [b] = msb_w(c) + [msb_w r] − 2·msb_w(c)·[msb_w r];
+/// 5. [x >> f] = ((c mod 2^(w−1)) >> f) − [(r mod 2^(w−1)) >> f] + [b]·2^(w−1−f) − (2^(w−2−f) − 1).
 ///
-/// Why it is exact up to 1.25 units: writing r = msb(r)·2^63 + r_low, c_low = x'' + r_low − b·2^63,
-/// so x'' = c_low − r_low + b·2^63 with no modular ambiguity, and the two floors in step 5 are
+/// Why it is exact up to 1.25 units: writing r mod 2^w = msb_w(r)·2^(w−1) + r_low,
+/// c_low = x'' + r_low − b·2^(w−1), so x'' = c_low − r_low + b·2^(w−1) with no modular
+/// ambiguity, and the two floors in step 5 are
 /// ⌊c_low/2^f⌋ − ⌊r_low/2^f⌋ = (c_low − r_low)/2^f + frac(r_low/2^f) − frac(c_low/2^f), where the
 /// first fraction is uniform in [0, 1) and the second is 0 or 1/2 (c_low is a multiple of
 /// 2^(f−1)): the result is x/2^f + d/2^f + (something in (−1/2, 1)), i.e. within (−1.25, 1.25)
 /// of x/2^f with probability 1 for every x in the domain (the wrap-error probability is
-/// **zero**, not just below 2^−40), and its mean error is 0 (1/2 − 1/4 − 1/4). The high-bits
-/// opening sends 65 − f bits per element instead of 64 (47 at f = 18, 22 for the
-/// normalisations' shifts of 61 − f). Fixed-point products with f = 16 and |x·y| < 2^30 stay
-/// far inside the domain (2f + 31 bits < 62).
-pub fn truncate(p: &mut Party, x: &Share, f: u32) -> Result<Share, ChannelError> {
+/// **zero**, not just below 2^−40), and its mean error is 0 (1/2 − 1/4 − 1/4). Step 5 is an
+/// identity over the integers, so its Z_2^64 shares hold the result at full width whatever w is.
+/// The high-bits opening sends w − f + 1 bits per element instead of 64 (47 at f = 18 and
+/// w = 64, 22 for the normalisations' shifts of 61 − f). Fixed-point products with f = 16 and
+/// |x·y| < 2^30 stay far inside the w = 64 domain (2f + 31 bits < 62).
+pub fn truncate(p: &mut Party, x: &Share, s: impl Into<Shift>) -> Result<Share, ChannelError> {
+    let s = s.into();
+    let f = s.f;
     assert!(f > 0 && f < 62 && x.frac >= f, "truncate: bad shift {f} for scale {}", x.frac);
-    let t = p.preprocessing(Request::Trunc { n: x.ring.len(), f })?;
-    let masked = trunc_masked(p.id, &x.ring, &t, f);
-    let c = open_many_high(p, &[(&masked, trunc_drop(f))])?.remove(0);
-    Ok(Share { ring: trunc_finish(p.id, &c, &t, f), frac: x.frac - f })
+    let t = p.preprocessing(Request::Trunc { n: x.ring.len(), f, width: s.width })?;
+    let masked = trunc_masked(p.id, &x.ring, &t, s);
+    let c = open_many_high(p, &[(&masked, trunc_drop(f), s.width)])?.remove(0);
+    Ok(Share { ring: trunc_finish(p.id, &c, &t, s), frac: x.frac - f })
 }
 
-/// The value a truncation by f opens (before its low bits are dropped): x + B + r.
-fn trunc_masked(id: usize, x: &RingTensor, t: &Material, f: u32) -> RingTensor {
-    x.add_scalar(public_term_of(id, trunc_consts(f).0)).add(&RingTensor::new(&x.shape, t.a.data.clone()))
+/// The value a truncation opens (before its low bits are dropped): x + B + r.
+fn trunc_masked(id: usize, x: &RingTensor, t: &Material, s: Shift) -> RingTensor {
+    x.add_scalar(public_term_of(id, trunc_consts(s).0)).add(&RingTensor::new(&x.shape, t.a.data.clone()))
 }
 
-/// This party's share of the truncated value, from the opened c and the material (r, msb(r), rt).
-fn trunc_finish(id: usize, c: &RingTensor, t: &Material, f: u32) -> RingTensor {
+/// This party's share of the truncated value, from the opened c (modulo 2^w) and the material
+/// (r, msb_w(r), rt).
+fn trunc_finish(id: usize, c: &RingTensor, t: &Material, s: Shift) -> RingTensor {
+    let (f, w) = (s.f, s.width);
     let (rmsb, rt) = (&t.b, &t.c);
     let pt = |v: u64| public_term_of(id, v);
-    let unshift = trunc_consts(f).1;
-    let low = u64::MAX >> 1;
+    let unshift = trunc_consts(s).1;
+    let low = width_mask(w - 1);
     let out = (0..c.len())
         .map(|i| {
             let ci = c.data[i];
-            let cmsb = ci >> 63;
+            let cmsb = (ci >> (w - 1)) & 1;
             // [b] = cmsb + [rmsb] − 2·cmsb·[rmsb]
             let b = pt(cmsb).wrapping_add(rmsb.data[i]).wrapping_sub(2u64.wrapping_mul(cmsb).wrapping_mul(rmsb.data[i]));
-            pt((ci & low) >> f).wrapping_sub(rt.data[i]).wrapping_add(b.wrapping_mul(1u64 << (63 - f))).wrapping_sub(pt(unshift))
+            pt((ci & low) >> f).wrapping_sub(rt.data[i]).wrapping_add(b.wrapping_mul(1u64 << (w - 1 - f))).wrapping_sub(pt(unshift))
         })
         .collect();
     RingTensor::new(&c.shape, out)
@@ -302,8 +353,8 @@ fn offline_term(p: &mut Party, w: &WeightShare, a: &RingTensor, c: &RingTensor) 
     z
 }
 
-/// Truncate several shares in one round (one batched opening), each by `f` bits.
-pub fn truncate_many(p: &mut Party, xs: &[Share], f: u32) -> Result<Vec<Share>, ChannelError> {
+/// Truncate several shares in one round (one batched opening), each by the same shift.
+pub fn truncate_many(p: &mut Party, xs: &[Share], f: impl Into<Shift>) -> Result<Vec<Share>, ChannelError> {
     let all: Vec<u64> = xs.iter().flat_map(|x| x.ring.data.iter().copied()).collect();
     let Some(frac) = xs.first().map(|x| x.frac) else { return Ok(vec![]) };
     assert!(xs.iter().all(|x| x.frac == frac), "truncate_many: mixed scales");
@@ -396,7 +447,7 @@ pub struct TruncMatmul {
     highs: Vec<u64>,
     shape: Vec<usize>,
     frac: u32,
-    shift: u32,
+    shift: Shift,
     ys: Vec<Share>,
     trunc: Material,
     triples: Vec<Material>,
@@ -408,27 +459,29 @@ pub struct TruncMatmul {
 
 impl TruncMatmul {
     /// Fetch the material now (the dealer's order is the schedule's) and prepare the first message.
-    pub fn new(p: &mut Party, x: &Share, shift: u32, ys: Vec<Share>, class: LayerClass) -> Result<Self, ChannelError> {
-        assert!(shift > 0 && shift < 62 && x.frac >= shift, "truncate: bad shift {shift} for scale {}", x.frac);
+    pub fn new(p: &mut Party, x: &Share, shift: impl Into<Shift>, ys: Vec<Share>, class: LayerClass) -> Result<Self, ChannelError> {
+        let shift = shift.into();
+        let f = shift.f;
+        assert!(f > 0 && f < 62 && x.frac >= f, "truncate: bad shift {f} for scale {}", x.frac);
         let (rows, k) = (x.ring.shape[0], x.ring.shape[1]);
         assert!(!ys.is_empty() && rows % ys.len() == 0, "TruncMatmul: {rows} rows in {} blocks", ys.len());
-        let trunc = p.preprocessing(Request::Trunc { n: x.ring.len(), f: shift })?;
+        let trunc = p.preprocessing(Request::Trunc { n: x.ring.len(), f, width: shift.width })?;
         let m = rows / ys.len();
         let mut triples = Vec::with_capacity(ys.len());
         for y in &ys {
             assert_eq!(y.ring.shape[0], k, "TruncMatmul: inner dimensions");
             triples.push(p.preprocessing(Request::MatMul { m, k, n: y.ring.shape[1] })?);
         }
-        let highs = high_bits(&trunc_masked(p.id, &x.ring, &trunc, shift), trunc_drop(shift));
+        let highs = high_bits(&trunc_masked(p.id, &x.ring, &trunc, shift), trunc_drop(f), shift.width);
         let shape = x.ring.shape.clone();
-        Ok(Self { id: p.id, class, highs, shape, frac: x.frac - shift, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
+        Ok(Self { id: p.id, class, highs, shape, frac: x.frac - f, shift, ys, trunc, triples, stage: 0, opened: vec![], products: vec![] })
     }
 }
 
 impl Rider for TruncMatmul {
     fn next_message(&mut self) -> Option<Vec<u8>> {
         match self.stage {
-            0 => Some(super::channel::pack_bits(&[(&self.highs, 64 - trunc_drop(self.shift))])),
+            0 => Some(super::channel::pack_bits(&[(&self.highs, self.shift.width - trunc_drop(self.shift.f))])),
             1 => Some(super::channel::to_bytes(&self.opened)),
             _ => None,
         }
@@ -437,9 +490,9 @@ impl Rider for TruncMatmul {
     fn receive(&mut self, theirs: Vec<u8>) -> Result<(), ChannelError> {
         match self.stage {
             0 => {
-                let k = trunc_drop(self.shift);
-                let theirs = super::channel::unpack_bits(&theirs, &[(self.highs.len(), 64 - k)])?;
-                let c = RingTensor::new(&self.shape, join_high_bits(&self.highs, &theirs, k));
+                let (k, w) = (trunc_drop(self.shift.f), self.shift.width);
+                let theirs = super::channel::unpack_bits(&theirs, &[(self.highs.len(), w - k)])?;
+                let c = RingTensor::new(&self.shape, join_high_bits(&self.highs, &theirs, k, w));
                 let t = trunc_finish(self.id, &c, &self.trunc, self.shift);
                 let (rows, kk) = (t.shape[0], t.shape[1]);
                 let m = rows / self.ys.len();
