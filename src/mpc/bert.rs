@@ -122,7 +122,7 @@ fn cols(x: &Share, c0: usize, w: usize) -> Share {
 /// 63. 2^11 = 2048 is ~100× what trained BERT models produce (their scores stay within a
 /// few tens; `kd private-eval` checks the plaintext twin's scores against it before the private
 /// pass) and leaves 2Quad's (s + c)² below 2^23. At 16 fractional bits the scores' opening
-/// sends 30 bits per element instead of 49, q's 42.
+/// sends 30 bits per element instead of 49, q's 42 (at 18 bits: 32 and 44 instead of 47).
 pub const SCORE_BITS: u32 = 11;
 
 /// A truncation by `f` bits of a value at scale `frac` whose real magnitude is below 2^bits.
@@ -153,8 +153,9 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
     let sums = row_sums(&q);
     // q truncated to f and its products with V need nothing from the reciprocal of Σq: their two
     // openings ride in the reciprocal's first two rounds (booked to attention).
-    // (s + c)² < (2^11 + c)² < 2^23 in real terms.
-    let rider = TruncMatmul::new(p, &q, bounded_shift(q.frac - f, q.frac, 2 * SCORE_BITS + 1), vh.to_vec(), Attention)?;
+    // (s + c)² < (2^SCORE_BITS + |c|)² in real terms (< 2^23 for any c below 848).
+    let q_bits = (2.0 * ((1u64 << SCORE_BITS) as f64 + c.abs()).log2()).ceil() as u32;
+    let rider = TruncMatmul::new(p, &q, bounded_shift(q.frac - f, q.frac, q_bits), vh.to_vec(), Attention)?;
     p.attach_rider(Box::new(rider));
     // 1/Σq at 16 extra bits (12 at f = 20): the product with q·V (≤ max|v| in real terms) sits at
     // 2f + extra and stays below 2^62 while |v| < 2^(61 − 2f − extra) = 2^9.
