@@ -30,6 +30,7 @@ METHODS = [
     ("quad-2quad-s1x12", "MPCMiniLM (distilled, stage 1 ×4: 12 + 3 epochs)", "Quad+2Quad"),
     ("quad-2relu-s1x12", "MPCMiniLM (distilled, stage 1 ×4: 12 + 3 epochs)", "Quad+2ReLU"),
     ("quad-2quad-s2lr5e5", "MPCMiniLM (distilled, stage-2 lr 5e-5)", "Quad+2Quad"),
+    ("quad-2relu-s2lr5e5", "MPCMiniLM (distilled, stage-2 lr 5e-5)", "Quad+2ReLU"),
     ("quad-2quad-bs8", "MPCMiniLM (distilled, batch 8)", "Quad+2Quad"),
 ]
 
