@@ -80,6 +80,19 @@ pub struct ShareCmd {
     /// Output directory: public/, p0/, p1/ (replaced if it exists).
     #[arg(long)]
     pub out: PathBuf,
+    /// Check the model's attention scores against the private attention's bound on this task's
+    /// data before sharing (with --check-data; refuses when a score reaches 2^11).
+    #[arg(long, requires = "check_data")]
+    pub check_task: Option<String>,
+    /// Task directory for --check-task (its dev split is used).
+    #[arg(long, requires = "check_task")]
+    pub check_data: Option<PathBuf>,
+    /// Rows of the dev split to check (default: all).
+    #[arg(long)]
+    pub check_limit: Option<usize>,
+    /// Sequence length of the check.
+    #[arg(long, default_value_t = 128)]
+    pub check_max_seq_len: usize,
 }
 
 #[derive(Debug, Args)]

@@ -277,6 +277,45 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
 /// selection, length, precision, a hash of the token ids and the executor's schedule version, so
 /// rows of different protocol schedules never mix). Started again with the same arguments after an interruption, the command
 /// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
+/// Refuse when the largest attention score of a plaintext pass reaches the bound of the private
+/// attention's narrow truncations (`mpc::bert::SCORE_BITS`); returns it otherwise.
+fn enforce_score_bound(what: &str, max_score: f32) -> Result<f32> {
+    let bound = (1u64 << mpcformer::mpc::bert::SCORE_BITS) as f32;
+    if !max_score.is_finite() || max_score >= bound {
+        bail!("{what}: the model's attention scores reach {max_score} on these rows; private inference admits |score| < {bound} (mpc::bert::SCORE_BITS)");
+    }
+    Ok(max_score)
+}
+
+/// `kd share --check-task T --check-data DIR`: the model owner's check of the score bound on
+/// representative rows (a deployment has no plaintext twin to check it per query).
+fn check_score_bound(
+    md: &ModelDir,
+    source: &str,
+    tokenizer: Option<&std::path::Path>,
+    task: &str,
+    data: &std::path::Path,
+    limit: Option<usize>,
+    max_seq_len: usize,
+) -> Result<()> {
+    let task = parse_task(task)?;
+    let tok = tokenizer.ok_or_else(|| anyhow::anyhow!("--check-task needs a tokenizer (--model's directory or --tokenizer)"))?;
+    if !data.is_dir() {
+        bail!("data directory {} does not exist", data.display());
+    }
+    let enc = TextEncoder::load(tok, max_seq_len, md.config.vocab_size)?;
+    let rows = enc.encode(&load_split(task, data, "dev", limit)?)?;
+    let (_, max_score) = predict_with_max_score(&md.model, &rows, 32, &Device::Cpu, |_| {})?;
+    let m = enforce_score_bound(source, max_score)?;
+    eprintln!(
+        "score check: largest attention score {m:.2} over {} {} dev rows (bound {})",
+        rows.len(),
+        task.name(),
+        1u64 << mpcformer::mpc::bert::SCORE_BITS
+    );
+    Ok(())
+}
+
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     use mpcformer::mpc::eval::{report, run_private, DoneRow, PrivateRow, PrivateRun};
     let frac_bits = c.frac_bits;
@@ -287,13 +326,7 @@ fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     let plain_secs = t.elapsed().as_secs_f64();
     // The private attention truncates scores in a ring sized for |s| < 2^SCORE_BITS: refuse,
     // rather than return garbage, when the plaintext twin exceeds it on these rows.
-    let score_bound = (1u64 << mpcformer::mpc::bert::SCORE_BITS) as f32;
-    if !max_score.is_finite() || max_score >= score_bound {
-        bail!(
-            "{}: the model's attention scores reach {max_score} on these rows; private inference admits |score| < {score_bound} (mpc::bert::SCORE_BITS)",
-            dir.display()
-        );
-    }
+    enforce_score_bound(&dir.display().to_string(), max_score)?;
     let rows: Vec<PrivateRow> =
         data.iter().map(|e| PrivateRow { ids: e.ids.clone(), type_ids: e.type_ids.clone() }).collect();
     let journal = c.output.as_ref().map(|p| {
@@ -573,6 +606,9 @@ fn cmd_share(c: ShareCmd) -> Result<()> {
         }
         (None, None) => bail!("give --model or --preset"),
     };
+    if let (Some(t), Some(data)) = (&c.check_task, &c.check_data) {
+        check_score_bound(&md, &source, tokenizer.as_deref(), t, data, c.check_limit, c.check_max_seq_len)?;
+    }
     let named = mpcformer::mpc::eval::named_parameters(&md)?;
     let s = mpcformer::deploy::bundle::write_bundles(
         &c.out,

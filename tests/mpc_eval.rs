@@ -88,10 +88,9 @@ fn private_eval_agrees_with_plaintext_eval() {
     assert!(mpc["breakdown"]["embedding"]["client_bytes"].as_u64().unwrap() > 5 * 3 * 30522 * 8);
 }
 
-/// Attention scores beyond the bound the private attention's narrow truncations admit
-/// (`mpc::bert::SCORE_BITS`) are refused up front, by name, not turned into garbage logits.
-#[test]
-fn private_eval_refuses_scores_beyond_the_private_bound() {
+/// A 1-layer, 2-label MiniLM variant whose query weights and bias are scaled by `k` (its
+/// attention scores by `k` too).
+fn scaled_query_model(k: f64) -> tempfile::TempDir {
     let model = common::minilm_variant(|c| {
         c["num_labels"] = 2.into();
         c["num_hidden_layers"] = 1.into();
@@ -99,21 +98,55 @@ fn private_eval_refuses_scores_beyond_the_private_bound() {
     let w = model.path().join("model.safetensors");
     let mut ts = candle_core::safetensors::load(&w, &candle_core::Device::Cpu).unwrap();
     let mut scaled = 0;
-    for (k, v) in ts.iter_mut() {
-        if k.contains("layer.0.attention.self.query") {
-            *v = (v.clone() * 3000.0).unwrap();
+    for (name, v) in ts.iter_mut() {
+        if name.contains("layer.0.attention.self.query") {
+            *v = (v.clone() * k).unwrap();
             scaled += 1;
         }
     }
     assert_eq!(scaled, 2, "query weight and bias");
     std::fs::remove_file(&w).unwrap(); // the symlink to the shared weights
     candle_core::safetensors::save(&ts, &w).unwrap();
+    model
+}
+
+/// Attention scores beyond the bound the private attention's narrow truncations admit
+/// (`mpc::bert::SCORE_BITS`) are refused up front, by name, not turned into garbage logits.
+#[test]
+fn private_eval_refuses_scores_beyond_the_private_bound() {
+    let model = scaled_query_model(3000.0);
     let (t, sst2) = (tempfile::tempdir().unwrap(), common::glue("SST-2"));
     let o = kd(&["private-eval", "--model", model.path().to_str().unwrap(), "--task", "sst2", "--data", sst2.to_str().unwrap(),
         "--limit", "2", "--max-seq-len", "16", "--no-results"], t.path());
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("attention scores reach") && err.contains("2048"), "{err}");
+}
+
+/// `kd share --check-task/--check-data`: the model owner's check of the same bound before a
+/// deployment (which has no plaintext twin): the scaled model is refused and nothing is
+/// written; the real one passes and reports its largest score.
+#[test]
+fn share_checks_the_score_bound_on_task_rows() {
+    let sst2 = common::glue("SST-2");
+    let t = tempfile::tempdir().unwrap();
+    let share = |m: &std::path::Path| {
+        kd(&["share", "--model", m.to_str().unwrap(), "--out", "shares", "--check-task", "sst2", "--check-data",
+            sst2.to_str().unwrap(), "--check-limit", "4", "--check-max-seq-len", "24"], t.path())
+    };
+    let bad = scaled_query_model(3000.0);
+    let o = share(bad.path());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("attention scores reach"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!t.path().join("shares").exists(), "shares written for a refused model");
+    let good = scaled_query_model(1.0);
+    let o = share(good.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err.lines().find(|l| l.starts_with("score check: largest attention score")).unwrap_or_else(|| panic!("{err}"));
+    let v: f64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(v > 0.5 && v < 2048.0, "{line}");
+    assert!(t.path().join("shares/p0").is_dir());
 }
 
 #[test]
