@@ -270,13 +270,6 @@ fn cmd_bench_train(c: BenchTrainCmd) -> Result<()> {
     Ok(())
 }
 
-/// `kd private-eval`: the plaintext pass and the private pass on the same rows.
-///
-/// With `--output F`, every finished row is appended to the journal `F.rows.jsonl` (its first
-/// line identifies the run: model path and a hash of its config and weights, task, split, row
-/// selection, length, precision, a hash of the token ids and the executor's schedule version, so
-/// rows of different protocol schedules never mix). Started again with the same arguments after an interruption, the command
-/// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
 /// Refuse when the largest attention score of a plaintext pass reaches the bound of the private
 /// attention's narrow truncations (`mpc::bert::SCORE_BITS`); returns it otherwise.
 fn enforce_score_bound(what: &str, max_score: f32) -> Result<f32> {
@@ -316,6 +309,13 @@ fn check_score_bound(
     Ok(())
 }
 
+/// `kd private-eval`: the plaintext pass and the private pass on the same rows.
+///
+/// With `--output F`, every finished row is appended to the journal `F.rows.jsonl` (its first
+/// line identifies the run: model path and a hash of its config and weights, task, split, row
+/// selection, length, precision, a hash of the token ids and the executor's schedule version, so
+/// rows of different protocol schedules never mix). Started again with the same arguments after an interruption, the command
+/// keeps the journaled rows and runs only the rest; the journal is removed once F is written.
 fn cmd_private_eval(c: PrivateEvalCmd) -> Result<()> {
     use mpcformer::mpc::eval::{report, run_private, DoneRow, PrivateRow, PrivateRun};
     let frac_bits = c.frac_bits;

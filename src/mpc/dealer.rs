@@ -392,8 +392,8 @@ impl Dealer {
                 let (r0, msb0, rt0) = (self.prg0.ring(&[n]), self.prg0.ring(&[n]), self.prg0.ring(&[n]));
                 let r1 = self.prg1.ring(&[n]);
                 let r = r0.add(&r1);
-                let low = u64::MAX >> (65 - width);
-                let (msb, rt) = (r.map(|x| (x >> (width - 1)) & 1), r.map(|x| (x & low) >> f));
+                let s = super::protocol::Shift { f, width };
+                let (msb, rt) = (r.map(|x| s.split(x).0), r.map(|x| s.split(x).1));
                 let mut out = msb.sub(&msb0).data;
                 out.extend_from_slice(&rt.sub(&rt0).data);
                 self.recent_truncs.push_front((rt.data, msb.data));

@@ -249,17 +249,15 @@ pub fn truncate_mul_pow<S: Into<Shift> + Copy>(
         .zip(&tmats)
         .zip(&opened)
         .map(|(((x, s), m), c)| {
-            let (f, w) = (s.f, s.width);
-            let cc = 1u64 << (w - 1 - f);
+            let cc = s.carry_weight();
             let unshift = trunc_consts(*s).1;
-            let low = u64::MAX >> (65 - w);
             let (mut q, mut sigma) = (Vec::with_capacity(c.len()), Vec::with_capacity(c.len()));
             for &ci in &c.data {
-                let cm = (ci >> (w - 1)) & 1;
-                q.push(((ci & low) >> f).wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(unshift));
+                let (cm, chigh) = s.split(ci);
+                q.push(chigh.wrapping_add(cm.wrapping_mul(cc)).wrapping_sub(unshift));
                 sigma.push(1u64.wrapping_sub(2 * cm));
             }
-            Opened { q, sigma, rt: m.c.data.clone(), msb: m.b.data.clone(), c: cc, frac: x.frac - f }
+            Opened { q, sigma, rt: m.c.data.clone(), msb: m.b.data.clone(), c: cc, frac: x.frac - s.f }
         })
         .collect();
     let pt = |v: u64| p.public_term(v);

@@ -92,6 +92,20 @@ impl Shift {
     }
 }
 
+impl Shift {
+    /// (msb_w(v), (v mod 2^(w−1)) >> f): bit w − 1 of a ring value and its low w − 1 bits
+    /// shifted — how the opened c and the dealer's r enter the truncation (step 5 of
+    /// [`truncate`]).
+    pub(crate) fn split(self, v: u64) -> (u64, u64) {
+        ((v >> (self.width - 1)) & 1, (v & width_mask(self.width - 1)) >> self.f)
+    }
+
+    /// 2^(w−1−f): the weight of the carry out of the low w − 1 bits after the shift.
+    pub(crate) fn carry_weight(self) -> u64 {
+        1u64 << (self.width - 1 - self.f)
+    }
+}
+
 impl From<u32> for Shift {
     fn from(f: u32) -> Self {
         Self::full(f)
@@ -224,18 +238,15 @@ fn trunc_masked(id: usize, x: &RingTensor, t: &Material, s: Shift) -> RingTensor
 /// This party's share of the truncated value, from the opened c (modulo 2^w) and the material
 /// (r, msb_w(r), rt).
 fn trunc_finish(id: usize, c: &RingTensor, t: &Material, s: Shift) -> RingTensor {
-    let (f, w) = (s.f, s.width);
     let (rmsb, rt) = (&t.b, &t.c);
     let pt = |v: u64| public_term_of(id, v);
     let unshift = trunc_consts(s).1;
-    let low = width_mask(w - 1);
     let out = (0..c.len())
         .map(|i| {
-            let ci = c.data[i];
-            let cmsb = (ci >> (w - 1)) & 1;
+            let (cmsb, chigh) = s.split(c.data[i]);
             // [b] = cmsb + [rmsb] − 2·cmsb·[rmsb]
             let b = pt(cmsb).wrapping_add(rmsb.data[i]).wrapping_sub(2u64.wrapping_mul(cmsb).wrapping_mul(rmsb.data[i]));
-            pt((ci & low) >> f).wrapping_sub(rt.data[i]).wrapping_add(b.wrapping_mul(1u64 << (w - 1 - f))).wrapping_sub(pt(unshift))
+            pt(chigh).wrapping_sub(rt.data[i]).wrapping_add(b.wrapping_mul(s.carry_weight())).wrapping_sub(pt(unshift))
         })
         .collect();
     RingTensor::new(&c.shape, out)
