@@ -17,43 +17,43 @@ use mpcformer::mpc::SCHEDULE_VERSION;
 
 /// (schedule version, table) — the table as `measured()` prints it.
 const PINNED: (u32, &str) = (
-    9,
-    "gelu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+softmax L=5: 152 rounds, 219244 B, client 1632 B, dealer 657384 B\n\
-gelu+softmax L=9: 160 rounds, 397810 B, client 2912 B, dealer 1149872 B\n\
-gelu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2quad L=5: 114 rounds, 208586 B, client 1632 B, dealer 596488 B\n\
-gelu+2quad L=9: 114 rounds, 359664 B, client 2912 B, dealer 966896 B\n\
-gelu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu+2relu L=5: 126 rounds, 210640 B, client 1632 B, dealer 595416 B\n\
-gelu+2relu L=9: 126 rounds, 367018 B, client 2912 B, dealer 969824 B\n\
-gelu_new+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+softmax L=5: 152 rounds, 219244 B, client 1632 B, dealer 657384 B\n\
-gelu_new+softmax L=9: 160 rounds, 397810 B, client 2912 B, dealer 1149872 B\n\
-gelu_new+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2quad L=5: 114 rounds, 208586 B, client 1632 B, dealer 596488 B\n\
-gelu_new+2quad L=9: 114 rounds, 359664 B, client 2912 B, dealer 966896 B\n\
-gelu_new+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-gelu_new+2relu L=5: 126 rounds, 210640 B, client 1632 B, dealer 595416 B\n\
-gelu_new+2relu L=9: 126 rounds, 367018 B, client 2912 B, dealer 969824 B\n\
-quad+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+softmax L=5: 132 rounds, 87324 B, client 1632 B, dealer 445384 B\n\
-quad+softmax L=9: 140 rounds, 160354 B, client 2912 B, dealer 768272 B\n\
-quad+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2quad L=5: 94 rounds, 76666 B, client 1632 B, dealer 384488 B\n\
-quad+2quad L=9: 94 rounds, 122208 B, client 2912 B, dealer 585296 B\n\
-quad+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-quad+2relu L=5: 106 rounds, 78720 B, client 1632 B, dealer 383416 B\n\
-quad+2relu L=9: 106 rounds, 129562 B, client 2912 B, dealer 588224 B\n\
-relu+softmax prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+softmax L=5: 138 rounds, 96764 B, client 1632 B, dealer 452904 B\n\
-relu+softmax L=9: 146 rounds, 177346 B, client 2912 B, dealer 781808 B\n\
-relu+2quad prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2quad L=5: 100 rounds, 86106 B, client 1632 B, dealer 392008 B\n\
-relu+2quad L=9: 100 rounds, 139200 B, client 2912 B, dealer 598832 B\n\
-relu+2relu prepare: 20 rounds, 57216 B, dealer 0 B\n\
-relu+2relu L=5: 112 rounds, 88160 B, client 1632 B, dealer 390936 B\n\
-relu+2relu L=9: 112 rounds, 146554 B, client 2912 B, dealer 601760 B\n",
+    10,
+    "gelu+softmax prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu+softmax L=5: 152 rounds, 216684 B, client 1632 B, dealer 657384 B\n\
+gelu+softmax L=9: 160 rounds, 393202 B, client 2912 B, dealer 1149872 B\n\
+gelu+2quad prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu+2quad L=5: 114 rounds, 206026 B, client 1632 B, dealer 596488 B\n\
+gelu+2quad L=9: 114 rounds, 355056 B, client 2912 B, dealer 966896 B\n\
+gelu+2relu prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu+2relu L=5: 126 rounds, 208080 B, client 1632 B, dealer 595416 B\n\
+gelu+2relu L=9: 126 rounds, 362410 B, client 2912 B, dealer 969824 B\n\
+gelu_new+softmax prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu_new+softmax L=5: 152 rounds, 216684 B, client 1632 B, dealer 657384 B\n\
+gelu_new+softmax L=9: 160 rounds, 393202 B, client 2912 B, dealer 1149872 B\n\
+gelu_new+2quad prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu_new+2quad L=5: 114 rounds, 206026 B, client 1632 B, dealer 596488 B\n\
+gelu_new+2quad L=9: 114 rounds, 355056 B, client 2912 B, dealer 966896 B\n\
+gelu_new+2relu prepare: 16 rounds, 57216 B, dealer 0 B\n\
+gelu_new+2relu L=5: 126 rounds, 208080 B, client 1632 B, dealer 595416 B\n\
+gelu_new+2relu L=9: 126 rounds, 362410 B, client 2912 B, dealer 969824 B\n\
+quad+softmax prepare: 16 rounds, 57216 B, dealer 0 B\n\
+quad+softmax L=5: 132 rounds, 84764 B, client 1632 B, dealer 445384 B\n\
+quad+softmax L=9: 140 rounds, 155746 B, client 2912 B, dealer 768272 B\n\
+quad+2quad prepare: 16 rounds, 57216 B, dealer 0 B\n\
+quad+2quad L=5: 94 rounds, 74106 B, client 1632 B, dealer 384488 B\n\
+quad+2quad L=9: 94 rounds, 117600 B, client 2912 B, dealer 585296 B\n\
+quad+2relu prepare: 16 rounds, 57216 B, dealer 0 B\n\
+quad+2relu L=5: 106 rounds, 76160 B, client 1632 B, dealer 383416 B\n\
+quad+2relu L=9: 106 rounds, 124954 B, client 2912 B, dealer 588224 B\n\
+relu+softmax prepare: 16 rounds, 57216 B, dealer 0 B\n\
+relu+softmax L=5: 138 rounds, 94204 B, client 1632 B, dealer 452904 B\n\
+relu+softmax L=9: 146 rounds, 172738 B, client 2912 B, dealer 781808 B\n\
+relu+2quad prepare: 16 rounds, 57216 B, dealer 0 B\n\
+relu+2quad L=5: 100 rounds, 83546 B, client 1632 B, dealer 392008 B\n\
+relu+2quad L=9: 100 rounds, 134592 B, client 2912 B, dealer 598832 B\n\
+relu+2relu prepare: 16 rounds, 57216 B, dealer 0 B\n\
+relu+2relu L=5: 112 rounds, 85600 B, client 1632 B, dealer 390936 B\n\
+relu+2relu L=9: 112 rounds, 141946 B, client 2912 B, dealer 601760 B\n",
 );
 
 fn measured() -> String {

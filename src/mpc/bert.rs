@@ -173,9 +173,26 @@ fn two_quad_attention(p: &mut Party, raw: &Share, shift: u32, c: f64, vh: &[Shar
         .collect())
 }
 
+/// Shares of [rows, cᵢ] matrices side by side: [rows, Σcᵢ] (local).
+fn concat_cols(parts: &[Share]) -> Share {
+    let rows = parts[0].ring.shape[0];
+    let width: usize = parts.iter().map(|s| s.ring.shape[1]).sum();
+    let mut data = Vec::with_capacity(rows * width);
+    for r in 0..rows {
+        for s in parts {
+            let c = s.ring.shape[1];
+            data.extend_from_slice(&s.ring.data[r * c..(r + 1) * c]);
+        }
+    }
+    Share { ring: RingTensor::new(&[rows, width], data), frac: parts[0].frac }
+}
+
 /// One private encoder layer.
 pub struct PrivateLayer {
-    qkv: [PrivateLinear; 3],
+    /// Query, key and value as one [H, 3H] weight and [3H] bias: the three products share their
+    /// input, so one mask A serves them and x − A (L×H words) is opened once per layer instead
+    /// of three times; the dealer's C = A·[B_Q | B_K | B_V] and the GEMMs are the same work.
+    qkv: PrivateLinear,
     attn_out: PrivateLinear,
     ln1: (VecShare, Share),
     inter: PrivateLinear,
@@ -200,8 +217,18 @@ impl PrivateLayer {
         let pre = format!("bert.encoder.layer.{i}");
         let id = |k: u64| (i as u64) * 16 + k;
         let l = |p: &mut Party, name: &str, k| linear(p, shares, &format!("{pre}.{name}"), id(k), frac);
+        let part = |name: &str, what: &str| get(shares, &format!("{pre}.attention.self.{name}.{what}"), frac);
+        let qkv_w = concat_cols(&[part("query", "weight")?, part("key", "weight")?, part("value", "weight")?]);
+        let qkv_b: Vec<u64> = ["query", "key", "value"]
+            .iter()
+            .map(|n| part(n, "bias"))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flat_map(|b| b.ring.data)
+            .collect();
+        let qkv_b = Share { ring: RingTensor::new(&[qkv_b.len()], qkv_b), frac };
         Ok(Self {
-            qkv: [l(p, "attention.self.query", 0)?, l(p, "attention.self.key", 1)?, l(p, "attention.self.value", 2)?],
+            qkv: PrivateLinear { w: prepare_weight(p, &qkv_w, id(0))?, b: qkv_b },
             attn_out: l(p, "attention.output.dense", 3)?,
             ln1: (
                 prepare_vector(p, &get(shares, &format!("{pre}.attention.output.LayerNorm.weight"), frac)?, id(6))?,
@@ -227,15 +254,13 @@ impl PrivateLayer {
         let (l, h) = (x.ring.shape[0], x.ring.shape[1]);
         let dh = h / self.heads;
         p.set_class(Linear);
-        let ws: Vec<&WeightShare> = self.qkv.iter().map(|pl| &pl.w).collect();
-        let qkv = matmul_weights(p, x, &ws)?;
-        let qkv: Vec<Share> = qkv.into_iter().zip(&self.qkv).map(|(y, pl)| add_bias(y, &pl.b)).collect();
-        let (q, k, v) = (&qkv[0], &qkv[1], &qkv[2]);
+        // [L, 3H]: q in columns [0, H), k in [H, 2H), v in [2H, 3H).
+        let qkv = add_bias(matmul_weights(p, x, &[&self.qkv.w])?.remove(0), &self.qkv.b);
         p.set_class(Attention);
-        let qh: Vec<Share> = (0..self.heads).map(|i| cols(q, i * dh, dh)).collect();
+        let qh: Vec<Share> = (0..self.heads).map(|i| cols(&qkv, i * dh, dh)).collect();
         let kt: Vec<Share> = (0..self.heads)
             .map(|i| {
-                let c = cols(k, i * dh, dh);
+                let c = cols(&qkv, h + i * dh, dh);
                 Share { ring: c.ring.transpose(), frac: c.frac }
             })
             .collect();
@@ -246,7 +271,7 @@ impl PrivateLayer {
             ring: RingTensor::new(&[self.heads * l, l], s.iter().flat_map(|s| s.ring.data.iter().copied()).collect()),
             frac: s[0].frac,
         };
-        let vh: Vec<Share> = (0..self.heads).map(|i| cols(v, i * dh, dh)).collect();
+        let vh: Vec<Share> = (0..self.heads).map(|i| cols(&qkv, 2 * h + i * dh, dh)).collect();
         let ctx_h = match self.softmax {
             SoftmaxAct::TwoQuad => two_quad_attention(p, &stack(&raw), x.frac, self.c, &vh)?,
             act => {
