@@ -288,6 +288,7 @@ pub fn distill_throughput(model: &Path, mrpc: &Path, batch_size: usize, steps: u
         layers: None,
         init: StudentInit::Teacher,
         softmax_2quad_c: None,
+        from: None,
     };
     let (student, map, _) = crate::train::student::build_student(&teacher, &spec, 0, &dev)?;
     let enc = TextEncoder::load(model, 128, teacher.config.vocab_size)?;

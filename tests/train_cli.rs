@@ -203,6 +203,33 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     // A different recipe on an existing run is refused.
     let o = kd(&["train", "--recipe", "r.toml", "--out", "full", "--seed", "6"], t.path());
     assert!(!o.status.success() && text(&o).contains("different recipe"), "{}", text(&o));
+
+    // Stage 2 alone, started from the run's stage-1 checkpoint (`student.from`), repeats the
+    // run's stage 2: same losses and dev metrics, same selected student.
+    let r2 = recipe(teacher.path(), false, "distill", "teacher").replace("init = \"teacher\"\n", "init = \"teacher\"\nfrom = \"full/stage1\"\n");
+    assert!(r2.contains("from = \"full/stage1\""));
+    std::fs::write(t.path().join("s2from.toml"), &r2).unwrap();
+    run_recipe_ok(t.path(), "s2from.toml", "s2from");
+    let s2_log = log("s2from");
+    assert_eq!(s2_log.len(), 1 + 2, "{s2_log:?}");
+    assert_eq!(s2_log[0], full_log[0]);
+    assert_eq!(s2_log[1..], full_log[3..]);
+    assert!(max_diff(&t.path().join("full"), &t.path().join("s2from")) < 1e-5);
+    let s2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("s2from/train.json")).unwrap()).unwrap();
+    let copied = s2["student"]["copied"].as_array().unwrap();
+    assert!(!copied.is_empty() && copied.iter().all(|c| c[1].as_str().unwrap().starts_with("full/stage1:")), "{s2}");
+    assert_eq!(s2["student"]["initialised"].as_array().map(Vec::len), Some(0));
+    // A checkpoint with other approximations is refused, naming its config; so is a random init.
+    let o = kd(&["train", "--recipe", "s2from.toml", "--out", "bad", "--set", "student.softmax_act=2relu"], t.path());
+    assert!(!o.status.success() && text(&o).contains("full/stage1/config.json") && text(&o).contains("student.from"), "{}", text(&o));
+    let o = kd(&["train", "--recipe", "s2from.toml", "--out", "bad", "--set", "student.init=random"], t.path());
+    assert!(!o.status.success() && text(&o).contains("s2from.toml") && text(&o).contains("exclude each other"), "{}", text(&o));
+}
+
+fn run_recipe_ok(cwd: &Path, recipe: &str, out: &str) {
+    let o = kd(&["train", "--recipe", recipe, "--out", out], cwd);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// Stage 1 over two epochs caches the teacher's targets: the run follows one that runs the

@@ -679,6 +679,7 @@ mod tests {
             layers: Some(2),
             init: StudentInit::Teacher,
             softmax_2quad_c: None,
+            from: None,
         };
         let (student, map, _) = build_student(&teacher, &spec, 3, &dev).unwrap();
         let input = ModelInput {

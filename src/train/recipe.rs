@@ -107,6 +107,11 @@ pub struct StudentSpec {
     /// The 2Quad shift c (default: the teacher config's, else 5).
     #[serde(default)]
     pub softmax_2quad_c: Option<f64>,
+    /// Start from this student checkpoint's weights instead of the teacher's, e.g. an earlier
+    /// run's `OUT/stage1/` with `stage1.epochs = 0`, to try stage-2 settings without repeating
+    /// stage 1. It must have the student's shape and approximations; every tensor comes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PathBuf>,
 }
 
 fn default_init() -> StudentInit {
@@ -248,6 +253,7 @@ impl Recipe {
             .map_err(|e: toml::de::Error| RecipeError::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
         r.teacher = expand_assets(&r.teacher);
         r.data = expand_assets(&r.data);
+        r.student.from = r.student.from.as_deref().map(expand_assets);
         r.validate().map_err(|msg| RecipeError::Invalid { path: path.to_path_buf(), msg })?;
         Ok(r)
     }
@@ -261,6 +267,9 @@ impl Recipe {
         }
         if self.student.layers == Some(0) {
             return Err("student.layers must be ≥ 1".into());
+        }
+        if self.student.from.is_some() && self.student.init == StudentInit::Random {
+            return Err("student.from and student.init = \"random\" exclude each other (the weights come from one place)".into());
         }
         let check = |name: &str, epochs: f64, o: &OptimSpec| -> Result<(), String> {
             if !(epochs.is_finite() && epochs >= 0.0) {

@@ -110,6 +110,9 @@ pub fn build_student(
     student.dir = teacher.dir.clone();
     let mut report = StudentReport::default();
     let teacher_vars: HashMap<String, candle_core::Var> = sorted_vars(&teacher.varmap).into_iter().collect();
+    if let Some(dir) = &spec.from {
+        return from_checkpoint(student, map, dir, seed, device);
+    }
     let mut used = std::collections::HashSet::new();
     for (name, var) in sorted_vars(&student.varmap) {
         if spec.init == StudentInit::Random {
@@ -130,6 +133,50 @@ pub fn build_student(
     report.unused.sort();
     student.report.loaded = report.copied.iter().map(|(s, _)| s.clone()).collect();
     student.report.initialised = report.initialised.clone();
+    Ok((student, map, report))
+}
+
+/// The student built from the teacher's config, with every tensor taken from the checkpoint in
+/// `dir` (`StudentSpec::from`), which must have the same shape and approximations.
+fn from_checkpoint(
+    mut student: ModelDir,
+    map: LayerMap,
+    dir: &std::path::Path,
+    seed: u64,
+    device: &Device,
+) -> Result<(ModelDir, LayerMap, StudentReport), ModelError> {
+    let src = ModelDir::load(dir, None, seed, device)?;
+    let (a, b) = (&student.config, &src.config);
+    let shape = |c: &BertConfig| {
+        (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.hidden_act, c.softmax_act, c.softmax_2quad_c)
+    };
+    if shape(a) != shape(b) || student.model.num_labels != src.model.num_labels {
+        return Err(ModelError::Config {
+            path: dir.join("config.json"),
+            msg: format!(
+                "student.from has {} layers × {} hidden, {}+{}, {} labels; the recipe's student has {} layers × {} hidden, {}+{}, {} labels",
+                b.num_hidden_layers, b.hidden_size, b.hidden_act.name(), b.softmax_act.name(), src.model.num_labels,
+                a.num_hidden_layers, a.hidden_size, a.hidden_act.name(), a.softmax_act.name(), student.model.num_labels
+            ),
+        });
+    }
+    let from: HashMap<String, candle_core::Var> = sorted_vars(&src.varmap).into_iter().collect();
+    let mut report = StudentReport::default();
+    for (name, var) in sorted_vars(&student.varmap) {
+        let t = from.get(&name).ok_or_else(|| ModelError::MissingTensor { path: dir.join("model.safetensors"), name: name.clone() })?;
+        if t.as_tensor().dims() != var.as_tensor().dims() {
+            return Err(ModelError::ShapeMismatch {
+                path: dir.join("model.safetensors"),
+                name,
+                expected: var.as_tensor().dims().to_vec(),
+                got: t.as_tensor().dims().to_vec(),
+            });
+        }
+        var.set(t.as_tensor())?;
+        report.copied.push((name.clone(), format!("{}:{name}", dir.display())));
+    }
+    student.report.loaded = report.copied.iter().map(|(s, _)| s.clone()).collect();
+    student.report.initialised = vec![];
     Ok((student, map, report))
 }
 
@@ -163,6 +210,7 @@ mod tests {
             layers: Some(2),
             init: StudentInit::Teacher,
             softmax_2quad_c: None,
+            from: None,
         };
         let (s, map, rep) = build_student(&teacher, &spec, 7, &dev).unwrap();
         assert_eq!(map.k(), 2);
