@@ -29,6 +29,8 @@ METHODS = [
     ("quad-2quad-3l", "MPCMiniLM 3-layer (distilled)", "Quad+2Quad"),
     ("quad-2quad-s1x12", "MPCMiniLM (distilled, stage 1 ×4: 12 + 3 epochs)", "Quad+2Quad"),
     ("quad-2relu-s1x12", "MPCMiniLM (distilled, stage 1 ×4: 12 + 3 epochs)", "Quad+2ReLU"),
+    ("quad-2relu-s1x12-s2lr5e5", "MPCMiniLM (distilled, 12 + 3 epochs, stage-2 lr 5e-5 from the same stage 1)", "Quad+2ReLU"),
+    ("quad-2relu-wod15", "MPCMiniLM w/o{d}, same 15 epochs", "Quad+2ReLU"),
     ("quad-2quad-s2lr5e5", "MPCMiniLM (distilled, stage-2 lr 5e-5)", "Quad+2Quad"),
     ("quad-2relu-s2lr5e5", "MPCMiniLM (distilled, stage-2 lr 5e-5)", "Quad+2ReLU"),
     ("quad-2relu-s2x5", "MPCMiniLM (distilled, 3 + 5 epochs: the paper's 5 in stage 2)", "Quad+2ReLU"),
