@@ -2,7 +2,7 @@
 """How closely a student follows its teacher on the sentences it was distilled on (train) and
 on unseen ones (dev): the teacher's mean entropy, the soft cross-entropy and KL(teacher ||
 student) at temperature 1 (the stage-2 objective, without dropout), argmax agreement, and both
-models' metric, from `kd eval --predictions` CSVs (two-class tasks).
+models' MCC, from `kd eval --predictions` CSVs of CoLA.
 
     for s in train dev; do
       kd eval --model TEACHER --task cola --data DATA --split $s --predictions /tmp/t_$s.csv --no-results
@@ -14,6 +14,8 @@ import argparse
 import csv
 import math
 
+from glue_common import compute_metrics
+
 
 def rows(path):
     with open(path, newline="") as f:
@@ -24,15 +26,6 @@ def probs(z0, z1):
     m = max(z0, z1)
     a, b = math.exp(z0 - m), math.exp(z1 - m)
     return a / (a + b), b / (a + b)
-
-
-def mcc(labels, preds):
-    tp = sum(p == 1 and y == 1 for y, p in zip(labels, preds))
-    tn = sum(p == 0 and y == 0 for y, p in zip(labels, preds))
-    fp = sum(p == 1 and y == 0 for y, p in zip(labels, preds))
-    fn = sum(p == 0 and y == 1 for y, p in zip(labels, preds))
-    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / den if den else 0.0
 
 
 def main():
@@ -55,8 +48,8 @@ def main():
             agree += (a1 > a0) == (b1 > b0)
         n = len(t)
         y = [r[1] for r in t]
-        mt = mcc(y, [int(r[3] > r[2]) for r in t])
-        ms = mcc(y, [int(r[3] > r[2]) for r in s])
+        mt = compute_metrics("cola", [int(r[3] > r[2]) for r in t], y)["mcc"]
+        ms = compute_metrics("cola", [int(r[3] > r[2]) for r in s], y)["mcc"]
         print(f"| {a.label} | {split} | {n} | {h / n:.4f} | {ce / n:.4f} | {(ce - h) / n:.4f} | {100 * agree / n:.1f}% | "
               f"{100 * mt:.1f} | {100 * ms:.1f} |")
 

@@ -19,18 +19,20 @@ import math
 import random
 import sys
 
+from glue_common import PRIMARY_METRIC, compute_metrics
+
 PAIRS = [
-    # task, metric, teacher CSV, student label, student CSV
-    ("cola", "mcc", "eval/private/teachers/cola_predictions.csv", "Quad+2Quad", "eval/distill/private_cola-quad-2quad.csv"),
-    ("cola", "mcc", "eval/private/teachers/cola_predictions.csv", "Quad+2ReLU", "eval/distill/private_cola-quad-2relu.csv"),
-    ("sst2", "acc", "eval/private/teachers/sst2_predictions.csv", "Quad+2Quad", "eval/distill/private_sst2-quad-2quad.csv"),
-    ("sst2", "acc", "eval/private/teachers/sst2_predictions.csv", "Quad+2ReLU", "eval/distill/private_sst2-quad-2relu.csv"),
-    ("mrpc", "f1", "eval/private/teachers/mrpc_predictions.csv", "Quad+2Quad", "eval/distill/private_mrpc-quad-2quad_f18.csv"),
-    ("mrpc", "f1", "eval/private/teachers/mrpc_predictions.csv", "Quad+2ReLU", "eval/distill/private_mrpc-quad-2relu.csv"),
-    ("rte", "acc", "eval/private/teachers/rte_predictions.csv", "Quad+2Quad", "eval/distill/private_rte-quad-2quad.csv"),
-    ("rte", "acc", "eval/private/teachers/rte_predictions.csv", "Quad+2ReLU", "eval/distill/private_rte-quad-2relu.csv"),
+    # task (its GLUE metric), teacher CSV, student label, student CSV
+    ("cola", "eval/private/teachers/cola_predictions.csv", "Quad+2Quad", "eval/distill/private_cola-quad-2quad.csv"),
+    ("cola", "eval/private/teachers/cola_predictions.csv", "Quad+2ReLU", "eval/distill/private_cola-quad-2relu.csv"),
+    ("sst2", "eval/private/teachers/sst2_predictions.csv", "Quad+2Quad", "eval/distill/private_sst2-quad-2quad.csv"),
+    ("sst2", "eval/private/teachers/sst2_predictions.csv", "Quad+2ReLU", "eval/distill/private_sst2-quad-2relu.csv"),
+    ("mrpc", "eval/private/teachers/mrpc_predictions.csv", "Quad+2Quad", "eval/distill/private_mrpc-quad-2quad_f18.csv"),
+    ("mrpc", "eval/private/teachers/mrpc_predictions.csv", "Quad+2ReLU", "eval/distill/private_mrpc-quad-2relu.csv"),
+    ("rte", "eval/private/teachers/rte_predictions.csv", "Quad+2Quad", "eval/distill/private_rte-quad-2quad.csv"),
+    ("rte", "eval/private/teachers/rte_predictions.csv", "Quad+2ReLU", "eval/distill/private_rte-quad-2relu.csv"),
     # Plaintext `kd eval --predictions` of the re-trained CoLA teacher and its 12 + 3 student.
-    ("cola", "mcc", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU 12 + 3 (teacher run 2)", "eval/distill/plain_cola-quad-2relu-s1x12.csv"),
+    ("cola", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU 12 + 3 (teacher run 2)", "eval/distill/plain_cola-quad-2relu-s1x12.csv"),
 ]
 BOOTSTRAP = 2000
 SEED = 7
@@ -48,23 +50,8 @@ def read(path):
     return out
 
 
-def metric(name, labels, preds):
-    tp = fp = tn = fn = 0
-    for y, p in zip(labels, preds):
-        if p == 1 and y == 1:
-            tp += 1
-        elif p == 1:
-            fp += 1
-        elif y == 1:
-            fn += 1
-        else:
-            tn += 1
-    if name == "acc":
-        return (tp + tn) / len(labels)
-    if name == "f1":
-        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return (tp * tn - fp * fn) / den if den else 0.0
+def metric(task, labels, preds):
+    return compute_metrics(task, preds, labels)[PRIMARY_METRIC[task]]
 
 
 def quantiles(xs, qs):
@@ -83,7 +70,7 @@ def main():
     print("teacher's; \"rows per 2%\" is 2% of the teacher's metric divided by the mean metric change of one flip.\n")
     print("| task | student | teacher | student | ratio | 90% paired CI of ratio | agreement | flips T✓→S✗ / T✗→S✓ | metric per flip | rows per 2% | rate of class 1: teacher / student / gold | teacher margin, flipped rows (p25/p50/p75) | kept rows (p25/p50/p75) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for task, m, tpath, slabel, spath in PAIRS:
+    for task, tpath, slabel, spath in PAIRS:
         t, s = read(tpath), read(spath)
         if [r[0] for r in t] != [r[0] for r in s] or [r[1] for r in t] != [r[1] for r in s]:
             sys.exit(f"{spath}: rows or labels differ from {tpath}")
@@ -97,7 +84,7 @@ def main():
         y = [r[1] for r in t]
         tp = [r[2] for r in t]
         sp = [r[2] for r in s]
-        mt, ms = metric(m, y, tp), metric(m, y, sp)
+        mt, ms = metric(task, y, tp), metric(task, y, sp)
         agree = sum(a == b for a, b in zip(tp, sp))
         bad = sum(a != b and a == l for a, b, l in zip(tp, sp, y))
         good = sum(a != b and b == l for a, b, l in zip(tp, sp, y))
@@ -106,7 +93,7 @@ def main():
         for i in range(len(y)):
             q = list(tp)
             q[i] = 1 - q[i]
-            deltas.append(abs(metric(m, y, q) - mt))
+            deltas.append(abs(metric(task, y, q) - mt))
         per_flip = sum(deltas) / len(deltas)
         rows_2pct = 0.02 * mt / per_flip
         n = len(y)
@@ -114,8 +101,8 @@ def main():
         for _ in range(BOOTSTRAP):
             idx = [rng.randrange(n) for _ in range(n)]
             yy = [y[i] for i in idx]
-            a = metric(m, yy, [tp[i] for i in idx])
-            b = metric(m, yy, [sp[i] for i in idx])
+            a = metric(task, yy, [tp[i] for i in idx])
+            b = metric(task, yy, [sp[i] for i in idx])
             if a > 0:
                 ratios.append(b / a)
         ratios.sort()

@@ -225,6 +225,18 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     assert!(!o.status.success() && text(&o).contains("full/stage1/config.json") && text(&o).contains("student.from"), "{}", text(&o));
     let o = kd(&["train", "--recipe", "s2from.toml", "--out", "bad", "--set", "student.init=random"], t.path());
     assert!(!o.status.success() && text(&o).contains("s2from.toml") && text(&o).contains("exclude each other"), "{}", text(&o));
+    // A checkpoint that lacks a tensor is refused by name, not filled with fresh weights.
+    let partial = t.path().join("partial");
+    std::fs::create_dir(&partial).unwrap();
+    for e in std::fs::read_dir(t.path().join("full/stage1")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), partial.join(e.file_name())).unwrap();
+    }
+    let mut w = read_weights(&partial);
+    assert!(w.remove("classifier.weight").is_some());
+    candle_core::safetensors::save(&w, partial.join("model.safetensors")).unwrap();
+    let o = kd(&["train", "--recipe", "s2from.toml", "--out", "bad", "--set", "student.from=\"partial\""], t.path());
+    assert!(!o.status.success() && text(&o).contains("partial/model.safetensors") && text(&o).contains("classifier.weight"), "{}", text(&o));
 }
 
 fn run_recipe_ok(cwd: &Path, recipe: &str, out: &str) {

@@ -108,7 +108,7 @@ pub struct StudentSpec {
     #[serde(default)]
     pub softmax_2quad_c: Option<f64>,
     /// Start from this student checkpoint's weights instead of the teacher's, e.g. an earlier
-    /// run's `OUT/stage1/` with `stage1.epochs = 0`, to try stage-2 settings without repeating
+    /// run's `OUT/stage1/` in a recipe without `[stage1]`, to try stage-2 settings without repeating
     /// stage 1. It must have the student's shape and approximations; every tensor comes from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<PathBuf>,

@@ -109,10 +109,10 @@ pub fn build_student(
     let mut student = ModelDir::random(cfg, num_labels, seed, device)?;
     student.dir = teacher.dir.clone();
     let mut report = StudentReport::default();
-    let teacher_vars: HashMap<String, candle_core::Var> = sorted_vars(&teacher.varmap).into_iter().collect();
     if let Some(dir) = &spec.from {
         return from_checkpoint(student, map, dir, seed, device);
     }
+    let teacher_vars: HashMap<String, candle_core::Var> = sorted_vars(&teacher.varmap).into_iter().collect();
     let mut used = std::collections::HashSet::new();
     for (name, var) in sorted_vars(&student.varmap) {
         if spec.init == StudentInit::Random {
@@ -160,19 +160,16 @@ fn from_checkpoint(
             ),
         });
     }
+    // `ModelDir::load` fills what the file lacks (or has in another shape) with fresh weights;
+    // a starting point must supply every tensor itself.
+    if let Some(name) = src.report.initialised.first() {
+        return Err(ModelError::MissingTensor { path: dir.join("model.safetensors"), name: name.clone() });
+    }
+    // Same config, so the same tensor names and shapes (`load` checked them against it).
     let from: HashMap<String, candle_core::Var> = sorted_vars(&src.varmap).into_iter().collect();
     let mut report = StudentReport::default();
     for (name, var) in sorted_vars(&student.varmap) {
-        let t = from.get(&name).ok_or_else(|| ModelError::MissingTensor { path: dir.join("model.safetensors"), name: name.clone() })?;
-        if t.as_tensor().dims() != var.as_tensor().dims() {
-            return Err(ModelError::ShapeMismatch {
-                path: dir.join("model.safetensors"),
-                name,
-                expected: var.as_tensor().dims().to_vec(),
-                got: t.as_tensor().dims().to_vec(),
-            });
-        }
-        var.set(t.as_tensor())?;
+        var.set(from[&name].as_tensor())?;
         report.copied.push((name.clone(), format!("{}:{name}", dir.display())));
     }
     student.report.loaded = report.copied.iter().map(|(s, _)| s.clone()).collect();
