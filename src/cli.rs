@@ -22,6 +22,9 @@ pub enum Command {
     Train(TrainCmd),
     /// Task metrics of a model in plaintext.
     Eval(EvalCmd),
+    /// Word-substitution variants of a task's training rows, a larger transfer set for
+    /// distillation (`transfer_file` in a recipe); the teacher labels them.
+    Augment(AugmentCmd),
     /// Task metrics under 2-party MPC (in-process parties, dealer and client), with agreement
     /// against the plaintext model, communication and estimated LAN/WAN time.
     PrivateEval(PrivateEvalCmd),
@@ -217,6 +220,34 @@ pub struct TrainCmd {
     /// every step. A training set that needs more runs the teacher every step.
     #[arg(long, default_value_t = 6.0)]
     pub teacher_cache_gib: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct AugmentCmd {
+    #[arg(long)]
+    pub task: String,
+    /// The task's data directory (GLUE layout).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Model whose input-embedding table gives the word neighbours (the teacher).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output file, in the split's own format (each source row followed by its variants).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Distinct variants per source row.
+    #[arg(long, default_value_t = 8)]
+    pub per_example: usize,
+    /// Probability that each replaceable word is replaced.
+    #[arg(long, default_value_t = 0.4)]
+    pub replace_prob: f64,
+    /// Nearest neighbours a replacement is drawn from.
+    #[arg(long, default_value_t = 15)]
+    pub neighbours: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

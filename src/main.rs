@@ -9,7 +9,7 @@ use candle_core::Device;
 use clap::Parser;
 
 use mpcformer::cli::{
-    BenchPrivateCmd, BenchTrainCmd, BenchWhat, CertsCmd, Cli, Command, EvalCmd, FinetuneCmd, PartyCmd, PrivateEvalCmd,
+    AugmentCmd, BenchPrivateCmd, BenchTrainCmd, BenchWhat, CertsCmd, Cli, Command, EvalCmd, FinetuneCmd, PartyCmd, PrivateEvalCmd,
     QueryCmd, ShareCmd, TrainCmd,
 };
 use mpcformer::data::batch::TextEncoder;
@@ -77,6 +77,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Finetune(c) => cmd_finetune(c),
         Command::Eval(c) => cmd_eval(c),
+        Command::Augment(c) => cmd_augment(c),
         Command::Bench(b) => match b.what {
             BenchWhat::Train(c) => cmd_bench_train(c),
             BenchWhat::Distill(c) => {
@@ -225,6 +226,29 @@ fn load_eval_inputs(c: &EvalCmd) -> Result<(Task, std::path::PathBuf, ModelDir, 
     }
     let data = enc.encode(&examples)?;
     Ok((task, dir, md, data))
+}
+
+fn cmd_augment(c: AugmentCmd) -> Result<()> {
+    use mpcformer::data::augment::{augment_file, AugmentOptions};
+    let task: Task = c.task.parse()?;
+    let opts = AugmentOptions { per_example: c.per_example, replace_prob: c.replace_prob, neighbours: c.neighbours, seed: c.seed };
+    let t = Instant::now();
+    let stats = augment_file(task, &c.data, &c.split, &c.model, &c.out, &opts)
+        .with_context(|| format!("augmenting {} {} into {}", task.name(), c.split, c.out.display()))?;
+    eprintln!(
+        "{}: {} source rows + {} variants ({} rows short of {}); {} of {} words replaceable, {} distinct; {:.1}s",
+        c.out.display(),
+        stats.source_rows,
+        stats.variants,
+        stats.short_rows,
+        c.per_example,
+        stats.replaceable_words,
+        stats.words,
+        stats.distinct_replaceable,
+        t.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "options": opts, "stats": stats }))?);
+    Ok(())
 }
 
 fn cmd_eval(c: EvalCmd) -> Result<()> {

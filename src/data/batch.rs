@@ -95,6 +95,20 @@ impl TextEncoder {
     }
 }
 
+impl TextEncoder {
+    /// Word-piece ids of one word (normalised as the tokenizer does, e.g. lower-cased), without
+    /// special tokens.
+    pub fn pieces(&self, word: &str) -> Result<Vec<u32>> {
+        let enc = self.tok.encode(word, false).map_err(|e| tok_err(&self.path, format!("word {word:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The vocabulary, token → id (special tokens included).
+    pub fn vocab(&self) -> std::collections::HashMap<String, u32> {
+        self.tok.get_vocab(true)
+    }
+}
+
 fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer> {
     use tokenizers::models::wordpiece::WordPiece;
     use tokenizers::normalizers::bert::BertNormalizer;

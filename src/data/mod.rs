@@ -8,6 +8,7 @@
 //!
 //! [`load_split`] is the single entry point the rest of the crate uses.
 
+pub mod augment;
 pub mod batch;
 pub mod glue;
 pub mod imdb;

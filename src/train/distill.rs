@@ -272,7 +272,11 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
         Some(n) => subsample(rows, n, recipe.sample_seed),
         None => rows,
     };
-    let train_rows = encoder.encode(&pick(load_split(recipe.task, &recipe.data, "train", recipe.limit_train)?, recipe.sample_train))?;
+    let train_split = match &recipe.transfer_file {
+        Some(f) => crate::data::glue::read_tsv(recipe.task, f, false, recipe.limit_train)?,
+        None => load_split(recipe.task, &recipe.data, "train", recipe.limit_train)?,
+    };
+    let train_rows = encoder.encode(&pick(train_split, recipe.sample_train))?;
     let dev = encoder.encode(&pick(load_split(recipe.task, &recipe.data, "dev", recipe.limit_dev)?, recipe.sample_dev))?;
     if train_rows.is_empty() {
         return Err(TrainError::Invalid(format!("no training rows in {}", recipe.data.display())));

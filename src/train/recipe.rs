@@ -39,6 +39,12 @@ pub struct Recipe {
     pub teacher: PathBuf,
     /// The task's data directory (GLUE layout, or IMDb).
     pub data: PathBuf,
+    /// Distill on this file instead of DATA's train split: a GLUE task's train-format file such
+    /// as `kd augment` writes. Its labels are not trusted (variants copy their source's), so
+    /// both stages must take their targets from the teacher: stage 2 `distill` on a
+    /// classification task. Dev evaluation still reads DATA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_file: Option<PathBuf>,
     /// Output directory: the best student checkpoint, logs, resume state.
     pub out: PathBuf,
     #[serde(default = "default_seed")]
@@ -253,6 +259,7 @@ impl Recipe {
             .map_err(|e: toml::de::Error| RecipeError::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
         r.teacher = expand_assets(&r.teacher);
         r.data = expand_assets(&r.data);
+        r.transfer_file = r.transfer_file.as_deref().map(expand_assets);
         r.student.from = r.student.from.as_deref().map(expand_assets);
         r.validate().map_err(|msg| RecipeError::Invalid { path: path.to_path_buf(), msg })?;
         Ok(r)
@@ -303,6 +310,17 @@ impl Recipe {
         }
         if self.stage2.eval_every == 0 {
             return Err("stage2.eval_every must be ≥ 1".into());
+        }
+        if self.transfer_file.is_some() {
+            if self.task == Task::Imdb {
+                return Err("transfer_file: IMDb reads its own directory layout, not a GLUE train file".into());
+            }
+            if self.stage2.objective == Objective::Labels || self.task.is_regression() {
+                return Err(format!(
+                    "transfer_file: stage 2 would train on its labels ({}), which are copies from the source rows, not gold",
+                    if self.task.is_regression() { "STS-B's distill objective is MSE against the gold score" } else { "objective = \"labels\"" }
+                ));
+            }
         }
         Ok(())
     }
