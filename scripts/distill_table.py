@@ -36,6 +36,9 @@ METHODS = [
     ("quad-2relu-s2x5", "MPCMiniLM (distilled, 3 + 5 epochs: the paper's 5 in stage 2)", "Quad+2ReLU"),
     ("quad-2relu-wod8", "MPCMiniLM w/o{d}, same 8 epochs", "Quad+2ReLU"),
     ("quad-2quad-bs8", "MPCMiniLM (distilled, batch 8)", "Quad+2Quad"),
+    ("quad-2relu-paper", "MPCMiniLM (distilled, the paper's 50 + 5 epochs)", "Quad+2ReLU"),
+    ("quad-2relu-aug", "MPCMiniLM (distilled on the training set + 8 word-substitution variants per row, 2 + 3 epochs)", "Quad+2ReLU"),
+    ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
 ]
 
 

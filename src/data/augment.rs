@@ -215,7 +215,9 @@ impl Neighbours {
     /// single spaces). Deterministic in `rng`.
     pub fn variants(&self, text: &str, opts: &AugmentOptions, rng: &mut rand::rngs::StdRng) -> Vec<String> {
         let words: Vec<&str> = text.split_whitespace().collect();
-        let slots: Vec<Option<(&str, &str, &str, Vec<&str>)>> = words
+        // Per word: (leading punctuation, core, trailing punctuation, neighbours) if replaceable.
+        type Slot<'w, 'n> = Option<(&'w str, &'w str, &'w str, Vec<&'n str>)>;
+        let slots: Vec<Slot> = words
             .iter()
             .map(|w| {
                 let (pre, core, post) = split_word(w);
