@@ -230,32 +230,17 @@ pub fn read_tsv(
 /// Texts of one output row: `text_a` and, for pair tasks, `text_b`.
 pub type RowTexts = (String, Option<String>);
 
-/// Copy a labeled GLUE train/dev file to `out`, writing after each data row the rows that
-/// `extra` returns for it: the same columns (label, ids, genre...) with `text_a`/`text_b`
-/// replaced. The header (if the layout has one) is kept; every line ends in `\n`. The source is
-/// parsed with [`read_tsv`] first, so a malformed file fails with its path and line before
-/// anything is written, and `extra` sees the parsed [`Example`]. Texts must not contain tabs or
-/// line breaks. Returns the number of rows written (originals included).
-pub fn expand_rows(
-    task: Task,
-    src: &Path,
-    out: &mut Vec<u8>,
-    mut extra: impl FnMut(&Example) -> Vec<RowTexts>,
-) -> Result<usize, DataError> {
-    if task == Task::Imdb {
-        return Err(DataError::Invalid {
-            path: src.to_path_buf(),
-            msg: "IMDb is not a TSV task; row expansion works on GLUE train/dev files".into(),
-        });
-    }
-    let examples = read_tsv(task, src, false, None)?;
+/// Copy a labeled GLUE train/dev file to `out`, writing after data row i the rows of
+/// `extra[i]`: the same columns (label, ids, genre...) with `text_a`/`text_b` replaced. The
+/// header (if the layout has one) is kept; every line ends in `\n`. The caller has parsed `src`
+/// with [`read_tsv`] (so it is well formed) and passes one entry per data row; a file whose row
+/// count differs (changed in between) is an error. Texts must not contain tabs or line breaks.
+pub fn expand_rows(task: Task, src: &Path, extra: Vec<Vec<RowTexts>>, out: &mut Vec<u8>) -> Result<(), DataError> {
     let lay = layout(task, false);
     let bytes = std::fs::read(src).map_err(|e| DataError::io(src, e))?;
-    let mut written = 0usize;
-    let mut data_row = 0usize;
+    let mut extra = extra.into_iter();
     let mut header_seen = lay.fixed_cols.is_some();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        // `read_tsv` accepted the file, so decoding cannot fail here.
         let line = decode_line(raw, i == 0).map_err(|msg| DataError::malformed(src, i + 1, msg))?;
         if line.is_empty() {
             continue;
@@ -266,11 +251,9 @@ pub fn expand_rows(
             header_seen = true;
             continue;
         }
-        written += 1;
-        let ex = &examples[data_row];
-        data_row += 1;
+        let rows = extra.next().ok_or_else(|| DataError::malformed(src, i + 1, "more rows than when the file was read"))?;
         let cols: Vec<&str> = line.split('\t').collect();
-        for (a, b) in extra(ex) {
+        for (a, b) in rows {
             let mut row: Vec<&str> = cols.clone();
             row[lay.text_a] = &a;
             if let (Some(bi), Some(b)) = (lay.text_b, b.as_deref()) {
@@ -279,11 +262,12 @@ pub fn expand_rows(
             debug_assert!(row.iter().all(|c| !c.contains(['\t', '\n', '\r'])));
             out.extend_from_slice(row.join("\t").as_bytes());
             out.push(b'\n');
-            written += 1;
         }
     }
-    debug_assert_eq!(data_row, examples.len());
-    Ok(written)
+    if extra.next().is_some() {
+        return Err(DataError::Invalid { path: src.to_path_buf(), msg: "fewer rows than when the file was read".into() });
+    }
+    Ok(())
 }
 
 /// Line bytes to text without the line ending (and without the BOM on the first line).

@@ -279,7 +279,7 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
     let train_rows = encoder.encode(&pick(train_split, recipe.sample_train))?;
     let dev = encoder.encode(&pick(load_split(recipe.task, &recipe.data, "dev", recipe.limit_dev)?, recipe.sample_dev))?;
     if train_rows.is_empty() {
-        return Err(TrainError::Invalid(format!("no training rows in {}", recipe.data.display())));
+        return Err(TrainError::Invalid(format!("no training rows in {}", recipe.transfer_file.as_ref().unwrap_or(&recipe.data).display())));
     }
     eprintln!("{} train / {} dev rows tokenised in {:.1}s", train_rows.len(), dev.len(), t0.elapsed().as_secs_f64());
 
