@@ -220,6 +220,8 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     let copied = s2["student"]["copied"].as_array().unwrap();
     assert!(!copied.is_empty() && copied.iter().all(|c| c[1].as_str().unwrap().starts_with("full/stage1:")), "{s2}");
     assert_eq!(s2["student"]["initialised"].as_array().map(Vec::len), Some(0));
+    assert_eq!(s2["student"]["from"].as_str(), Some("full/stage1"), "{s2}");
+    assert_eq!(summary["student"]["from"], serde_json::Value::Null, "{summary}");
     // A checkpoint with other approximations is refused, naming its config; so is a random init.
     let o = kd(&["train", "--recipe", "s2from.toml", "--out", "bad", "--set", "student.softmax_act=2relu"], t.path());
     assert!(!o.status.success() && text(&o).contains("full/stage1/config.json") && text(&o).contains("student.from"), "{}", text(&o));

@@ -56,10 +56,15 @@ pub struct StudentReport {
     pub initialised: Vec<String>,
     /// Teacher tensors the student does not use (e.g. skipped layers).
     pub unused: Vec<String>,
+    /// The checkpoint every tensor came from instead of the teacher (`student.from`).
+    pub from: Option<std::path::PathBuf>,
 }
 
 impl StudentReport {
     pub fn summary(&self) -> String {
+        if let Some(dir) = &self.from {
+            return format!("{} tensors copied from {} (student.from)", self.copied.len(), dir.display());
+        }
         format!(
             "{} tensors copied from the teacher, {} initialised, {} teacher tensors unused",
             self.copied.len(),
@@ -167,7 +172,7 @@ fn from_checkpoint(
     }
     // Same config, so the same tensor names and shapes (`load` checked them against it).
     let from: HashMap<String, candle_core::Var> = sorted_vars(&src.varmap).into_iter().collect();
-    let mut report = StudentReport::default();
+    let mut report = StudentReport { from: Some(dir.to_path_buf()), ..Default::default() };
     for (name, var) in sorted_vars(&student.varmap) {
         var.set(from[&name].as_tensor())?;
         report.copied.push((name.clone(), format!("{}:{name}", dir.display())));
