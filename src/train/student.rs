@@ -24,7 +24,7 @@ pub struct LayerMap {
 
 impl LayerMap {
     pub fn new(teacher_layers: usize, student_layers: usize) -> Result<Self, String> {
-        if student_layers == 0 || teacher_layers % student_layers != 0 {
+        if student_layers == 0 || !teacher_layers.is_multiple_of(student_layers) {
             return Err(format!(
                 "student depth {student_layers} must divide the teacher's depth {teacher_layers}"
             ));
