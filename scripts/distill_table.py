@@ -38,6 +38,8 @@ METHODS = [
     ("quad-2quad-bs8", "MPCMiniLM (distilled, batch 8)", "Quad+2Quad"),
     ("quad-2relu-paper", "MPCMiniLM (distilled, the paper's 50 + 5 epochs)", "Quad+2ReLU"),
     ("quad-2relu-aug", "MPCMiniLM (distilled on the training set + 8 word-substitution variants per row, 2 + 3 epochs)", "Quad+2ReLU"),
+    ("quad-2relu-aug2", "MPCMiniLM (distilled, a second augmented round: 2 + 2 + 4 epochs, fresh variants)", "Quad+2ReLU"),
+    ("quad-2relu-aug2-t2", "MPCMiniLM (as the second augmented round, stage-2 temperature 2)", "Quad+2ReLU"),
     ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
 ]
 
