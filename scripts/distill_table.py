@@ -40,6 +40,7 @@ METHODS = [
     ("quad-2relu-aug", "MPCMiniLM (distilled on the training set + 8 word-substitution variants per row, 2 + 3 epochs)", "Quad+2ReLU"),
     ("quad-2relu-aug2", "MPCMiniLM (distilled, a second augmented round: 2 + 2 + 4 epochs, fresh variants)", "Quad+2ReLU"),
     ("quad-2relu-aug2-t2", "MPCMiniLM (as the second augmented round, stage-2 temperature 2)", "Quad+2ReLU"),
+    ("quad-2relu-aug2-ema", "MPCMiniLM (as the second augmented round, the stage-2 weight average evaluated and kept)", "Quad+2ReLU"),
     ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
 ]
 

@@ -33,6 +33,10 @@ PAIRS = [
     ("rte", "eval/private/teachers/rte_predictions.csv", "Quad+2ReLU", "eval/distill/private_rte-quad-2relu.csv"),
     # Plaintext `kd eval --predictions` of the re-trained CoLA teacher and its 12 + 3 student.
     ("cola", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU 12 + 3 (teacher run 2)", "eval/distill/plain_cola-quad-2relu-s1x12.csv"),
+    # and the students distilled on the augmented transfer sets (kd augment), same teacher.
+    ("cola", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU augmented 2 + 3 (teacher run 2)", "eval/distill/plain_cola-quad-2relu-aug.csv"),
+    ("cola", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU augmented, second round (teacher run 2)", "eval/distill/plain_cola-quad-2relu-aug2.csv"),
+    ("cola", "eval/distill/plain_cola-teacher-run2.csv", "Quad+2ReLU augmented, second round, T = 2 (teacher run 2)", "eval/distill/plain_cola-quad-2relu-aug2-t2.csv"),
 ]
 BOOTSTRAP = 2000
 SEED = 7
@@ -66,7 +70,7 @@ def main():
     print("<!-- written by scripts/paired_analysis.py -->")
     print("Paired analysis of the dev predictions behind `table.md` (teacher and student on the same rows;")
     print(f"paired bootstrap, {BOOTSTRAP} resamples, seed {SEED}; the CSVs are the private evaluations, which equal")
-    print("the plaintext predictions row for row, except the last row's `plain_*` CSVs, from `kd eval`). A \"flip\" is a row where the student's class differs from the")
+    print("the plaintext predictions row for row, except the last rows' `plain_*` CSVs, from `kd eval`). A \"flip\" is a row where the student's class differs from the")
     print("teacher's; \"rows per 2%\" is 2% of the teacher's metric divided by the mean metric change of one flip.\n")
     print("| task | student | teacher | student | ratio | 90% paired CI of ratio | agreement | flips T✓→S✗ / T✗→S✓ | metric per flip | rows per 2% | rate of class 1: teacher / student / gold | teacher margin, flipped rows (p25/p50/p75) | kept rows (p25/p50/p75) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -241,6 +241,65 @@ fn two_stage_distillation_end_to_end_and_resume_equals_uninterrupted() {
     assert!(!o.status.success() && text(&o).contains("partial/model.safetensors") && text(&o).contains("classifier.weight"), "{}", text(&o));
 }
 
+/// `stage2.ema`: the weight average is what stage 2 evaluates and saves, it never changes the
+/// training trajectory (the live weights at the end equal a run without it), and an interrupted
+/// run resumes its average exactly.
+#[test]
+fn stage2_weight_average_is_selected_leaves_training_alone_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let teacher = teacher();
+    let plain = recipe(teacher.path(), false, "distill", "teacher");
+    let with_ema = plain.replace("eval_every = 2\n", "eval_every = 2\nema = { decay = 0.5 }\n");
+    assert_ne!(plain, with_ema);
+    std::fs::write(t.path().join("plain.toml"), plain).unwrap();
+    std::fs::write(t.path().join("ema.toml"), with_ema).unwrap();
+    let run = |r: &str, out: &str, extra: &[&str]| {
+        let mut a = vec!["train", "--recipe", r, "--out", out];
+        a.extend(extra);
+        let o = kd(&a, t.path());
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let p = |x: &str| t.path().join(x);
+    run("plain.toml", "plain", &[]);
+    let full = run("ema.toml", "ema", &[]);
+    assert!(full.contains("(weight average)"), "{full}");
+    // 32 rows in batches of 8: 4 stage-2 steps; stopped after 1 and after 3 (between evaluations).
+    run("ema.toml", "resumed", &["--stop-after-steps", "1"]);
+    assert!(p("resumed/train_state/ema.safetensors").exists());
+    run("ema.toml", "resumed", &["--stop-after-steps", "3"]);
+    let last = run("ema.toml", "resumed", &[]);
+    assert!(last.contains("resuming stage 2 at step 3"), "{last}");
+
+    // Training itself is untouched: the live weights end equal with and without the average.
+    let live = max_diff(&p("plain/train_state"), &p("ema/train_state"));
+    assert!(live < 1e-6, "live weights differ by {live}");
+    // The saved student is the average, not the live weights.
+    assert!(max_diff(&p("plain"), &p("ema")) > 1e-7);
+    // Resume: same log, same selected student, same final average.
+    let log = |x: &str| -> Vec<String> {
+        std::fs::read_to_string(p(x).join("log.csv")).unwrap().lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(log("ema"), log("resumed"));
+    assert!(max_diff(&p("ema"), &p("resumed")) < 1e-6);
+    let avg = |x: &str| candle_core::safetensors::load(p(x).join("train_state/ema.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let (a, b) = (avg("ema"), avg("resumed"));
+    assert_eq!(a.len(), read_weights(&p("ema")).len());
+    for (n, x) in &a {
+        let d = (x - &b[n]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-6, "{n}: averages differ by {d}");
+    }
+    // When the last evaluation wins, the saved student is exactly the final average.
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("ema/train.json")).unwrap()).unwrap();
+    if summary["best_step"] == 4 {
+        let best = read_weights(&p("ema"));
+        for (n, x) in &a {
+            let d = (x - &best[n]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d == 0.0, "{n}: best student differs from the final average by {d}");
+        }
+    }
+}
+
 fn run_recipe_ok(cwd: &Path, recipe: &str, out: &str) {
     let o = kd(&["train", "--recipe", recipe, "--out", out], cwd);
     assert!(o.status.success(), "{}", text(&o));

@@ -10,7 +10,9 @@
 //!   mean over batch × classes of −softmax(z_t/T)·log_softmax(z_s/T) as in the reference (no T²);
 //!   STS-B trains MSE against the gold score. Dev evaluation every `eval_every` steps and at the
 //!   end; the best checkpoint (task's GLUE metric) is kept. Objective `labels` trains on gold
-//!   labels instead (the "w/o d" baselines).
+//!   labels instead (the "w/o d" baselines). Optional, beyond the paper: `stage2.ema` evaluates,
+//!   selects and saves a moving average of the weights instead of the raw ones
+//!   ([`crate::train::ema`]); training follows the raw weights either way.
 //!
 //! The teacher runs without gradients and, by default, without dropout (the reference leaves it
 //! in train mode, a quirk that `teacher_dropout = true` reproduces).
@@ -35,7 +37,8 @@ use crate::model::bert::ModelOutput;
 use crate::model::checkpoint::{save_model, sorted_vars, write_file_atomic, HeadSpec};
 use crate::model::rng::step_rng;
 use crate::model::{ModelDir, Mode};
-use crate::train::finetune::{io, progress_bar, save_best, save_state, TrainError};
+use crate::train::ema::WeightEma;
+use crate::train::finetune::{io, progress_bar, save_best, save_state, TrainError, EMA_FILE};
 use crate::train::optim::Adam;
 use crate::train::recipe::{Objective, OptimSpec, Recipe};
 use crate::train::student::{build_student, LayerMap, StudentReport};
@@ -348,6 +351,8 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
     let heads = student.config.num_attention_heads;
     let hidden = student.config.hidden_size;
     let regression = recipe.task.is_regression();
+    // Stage 2's weight average (recipe `stage2.ema`), created when stage 2 starts.
+    let mut ema: Option<WeightEma> = None;
 
     'stages: while st.stage <= 2 && steps_done_total(&st) < stop_at {
         let stage = st.stage;
@@ -400,6 +405,18 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
         } else {
             None
         };
+        if let (2, Some(spec)) = (stage, &recipe.stage2.ema) {
+            ema = Some(if st.step > 0 {
+                // Mid-stage 2 only on resume: the average continues from the resume point.
+                let f = state_dir.join(EMA_FILE);
+                let saved = candle_core::safetensors::load(&f, device)
+                    .map_err(|e| TrainError::Resume { path: f.clone(), msg: e.to_string() })?;
+                WeightEma::from_saved(&student.varmap, spec.decay, spec.every, &saved)
+                    .map_err(|msg| TrainError::Resume { path: f.clone(), msg })?
+            } else {
+                WeightEma::new(&student.varmap, spec.decay, spec.every)?
+            });
+        }
         let pb = progress_bar(total, st.step);
         pb.set_prefix(format!("stage {stage}"));
         let mut window = Instant::now();
@@ -472,6 +489,11 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
                 }
                 st.acc_n += 1;
                 st.step += 1;
+                if stage == 2 {
+                    if let Some(e) = ema.as_mut() {
+                        e.after_step(&student.varmap, st.step)?;
+                    }
+                }
                 let si = stage as usize - 1;
                 st.examples[si] += items.len() as u64;
                 st.seconds[si] += step_t.elapsed().as_secs_f64();
@@ -489,6 +511,12 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
                 }
                 let checkpoint_due = st.step % log_every == 0 || st.step == total;
                 if checkpoint_due {
+                    // With a weight average, stage 2 evaluates, selects and saves the average;
+                    // training continues from the live weights.
+                    let live = match (stage, &ema) {
+                        (2, Some(e)) => Some(e.swap_in(&student.varmap)?),
+                        _ => None,
+                    };
                     let metrics = if stage == 2 { evaluate(&student, &dev, recipe, device)? } else { None };
                     let value = metrics.as_ref().map(|m| m.primary(recipe.task));
                     st.log.push(LogRow {
@@ -506,11 +534,12 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
                     });
                     let msg = match value {
                         Some(v) => format!(
-                            "stage 2 step {}: loss {:.4}, dev {} {:.4}",
+                            "stage 2 step {}: loss {:.4}, dev {} {:.4}{}",
                             st.step,
                             st.acc[0] / n,
                             recipe.task.primary_metric(),
-                            v
+                            v,
+                            if live.is_some() { " (weight average)" } else { "" }
                         ),
                         None => format!(
                             "stage {stage} step {}: loss {:.4} (att {:.4}, hid {:.4}, pred {:.4})",
@@ -537,6 +566,9 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
                             save_best(out, &student, &recipe.teacher)?;
                         }
                     }
+                    if let Some(l) = live {
+                        WeightEma::restore(&student.varmap, &l)?;
+                    }
                     write_log_csv(&out.join("log.csv"), &st.log)?;
                     crate::train::plot::plot_run(&out.join("loss.png"), recipe.task.primary_metric(), &st.log);
                 }
@@ -551,12 +583,12 @@ pub fn train(recipe: &Recipe, device: &Device, opts: &TrainOptions) -> Result<Tr
                     if st.stage <= 2 {
                         opt = Some(new_optimizer(&student, optim_of(st.stage)));
                     }
-                    save_state(&state_dir, &student, opt.as_ref().expect("optimizer exists"), &st, &recipe.teacher)?;
+                    save_state(&state_dir, &student, opt.as_ref().expect("optimizer exists"), &st, &recipe.teacher, ema.as_ref().map(|e| e.tensors()).as_ref())?;
                     pb.finish_and_clear();
                     continue 'stages;
                 }
                 if checkpoint_due || steps_done_total(&st) >= stop_at {
-                    save_state(&state_dir, &student, opt.as_ref().expect("optimizer exists"), &st, &recipe.teacher)?;
+                    save_state(&state_dir, &student, opt.as_ref().expect("optimizer exists"), &st, &recipe.teacher, ema.as_ref().map(|e| e.tensors()).as_ref())?;
                 }
                 if steps_done_total(&st) >= stop_at {
                     pb.finish_and_clear();

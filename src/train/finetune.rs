@@ -287,7 +287,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
                 // A time-boxed stop between evaluation points: save the resume point only, so
                 // the run's evaluations (and best-checkpoint choice) match an uninterrupted one.
                 (st.loss_sum, st.loss_n) = (loss_sum, loss_n);
-                save_state(&state_dir, &md, &opt, &st, &args.model)?;
+                save_state(&state_dir, &md, &opt, &st, &args.model, None)?;
                 break 'outer;
             }
             if end_of_epoch || due || st.step == total_steps {
@@ -321,7 +321,7 @@ pub fn finetune(args: &FinetuneArgs, device: &Device, stop_after: Option<u64>) -
                     st.best_step = Some(st.step);
                     save_best(&args.out, &md, &args.model)?;
                 }
-                save_state(&state_dir, &md, &opt, &st, &args.model)?;
+                save_state(&state_dir, &md, &opt, &st, &args.model, None)?;
                 write_log_csv(&args.out.join("log.csv"), &st.log)?;
                 window = Instant::now();
                 window_examples = 0;
@@ -358,6 +358,9 @@ fn evaluate(md: &ModelDir, dev: &[Encoded], args: &FinetuneArgs, device: &Device
     Ok(score(args.task, &rows))
 }
 
+/// The stage-2 weight average inside `train_state/`.
+pub(crate) const EMA_FILE: &str = "ema.safetensors";
+
 pub(crate) fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), TrainError> {
     // OUT also holds train_state/ and logs, so the best model's files are replaced one by one,
     // each atomically (weights last, so a reader never pairs new weights with an old config).
@@ -377,11 +380,23 @@ pub(crate) fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Resu
     Ok(())
 }
 
-pub(crate) fn save_state<S: Serialize>(dir: &Path, md: &ModelDir, opt: &Adam, st: &S, tokenizer_src: &Path) -> Result<(), TrainError> {
+/// The resume point: live weights, optimizer state, `state.json` and, when stage 2 averages
+/// weights, the average (`ema.safetensors`), all replaced together.
+pub(crate) fn save_state<S: Serialize>(
+    dir: &Path,
+    md: &ModelDir,
+    opt: &Adam,
+    st: &S,
+    tokenizer_src: &Path,
+    ema: Option<&std::collections::HashMap<String, Tensor>>,
+) -> Result<(), TrainError> {
     save_dir_atomic(dir, |tmp| {
         write_model_files(tmp, &md.varmap, &md.config, tokenizer_src)?;
         let tensors: std::collections::HashMap<String, Tensor> = opt.state_tensors()?.into_iter().collect();
         candle_core::safetensors::save(&tensors, tmp.join("optimizer.safetensors"))?;
+        if let Some(avg) = ema {
+            candle_core::safetensors::save(avg, tmp.join(EMA_FILE))?;
+        }
         let p = tmp.join("state.json");
         std::fs::write(&p, serde_json::to_string_pretty(st).expect("state serialises"))
             .map_err(|source| ModelError::Io { path: p.clone(), source })?;

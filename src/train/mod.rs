@@ -2,6 +2,7 @@
 //! distillation into MPC-friendly students (`kd train`).
 
 pub mod distill;
+pub mod ema;
 pub mod finetune;
 pub mod optim;
 pub mod plot;

@@ -201,6 +201,25 @@ pub struct Stage2 {
     pub eval_every: u64,
     #[serde(default)]
     pub teacher_dropout: bool,
+    /// Keep an exponential moving average of the student's weights and evaluate (and select,
+    /// and save) that average instead of the raw weights. Unset: the raw weights, as the paper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSpec>,
+}
+
+/// Stage-2 weight averaging: every `every` optimizer steps `avg = decay·avg + (1 − decay)·w`,
+/// starting from the weights stage 2 starts with. The average's half-life is
+/// `every · ln 2 / (1 − decay)` steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSpec {
+    pub decay: f64,
+    #[serde(default = "default_ema_every")]
+    pub every: u64,
+}
+
+fn default_ema_every() -> u64 {
+    1
 }
 
 fn default_temperature() -> f64 {
@@ -311,6 +330,14 @@ impl Recipe {
         if self.stage2.eval_every == 0 {
             return Err("stage2.eval_every must be ≥ 1".into());
         }
+        if let Some(e) = &self.stage2.ema {
+            if !(e.decay > 0.0 && e.decay < 1.0) {
+                return Err(format!("stage2.ema.decay must be in (0, 1) (got {})", e.decay));
+            }
+            if e.every == 0 {
+                return Err("stage2.ema.every must be ≥ 1".into());
+            }
+        }
         if self.transfer_file.is_some() {
             if self.task == Task::Imdb {
                 return Err("transfer_file: IMDb reads its own directory layout, not a GLUE train file".into());
@@ -395,6 +422,28 @@ optimizer = { kind = "bertadam", lr = 1e-5, schedule = { kind = "bert_warmup_lin
         let e = Recipe::load(&p, &["student.hidden_act=swish".into()]).unwrap_err().to_string();
         assert!(e.contains("swish"), "{e}");
         assert!(Recipe::load(&p, &["noequals".into()]).is_err());
+    }
+
+    #[test]
+    fn stage2_ema_parses_defaults_and_is_validated() {
+        let with = |ema: &str| BASE.replace("epochs = 1.5\n", &format!("epochs = 1.5\n{ema}\n"));
+        let (_d, p) = write(BASE);
+        assert_eq!(Recipe::load(&p, &[]).unwrap().stage2.ema, None);
+        let (_d, p) = write(&with("ema = { decay = 0.99 }"));
+        let r = Recipe::load(&p, &[]).unwrap();
+        assert_eq!(r.stage2.ema, Some(EmaSpec { decay: 0.99, every: 1 }));
+        let again: Recipe = toml::from_str(&r.to_toml()).unwrap();
+        assert_eq!(again, r);
+        for (bad, field) in [
+            ("ema = { decay = 1.0 }", "stage2.ema.decay"),
+            ("ema = { decay = 0.0 }", "stage2.ema.decay"),
+            ("ema = { decay = 0.9, every = 0 }", "stage2.ema.every"),
+            ("ema = { decay = 0.9, evry = 2 }", "evry"),
+        ] {
+            let (_d, p) = write(&with(bad));
+            let e = Recipe::load(&p, &[]).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
     }
 
     /// The committed recipes are what users run: each must load and validate, name its task in
