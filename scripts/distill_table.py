@@ -41,6 +41,7 @@ METHODS = [
     ("quad-2relu-aug2", "MPCMiniLM (distilled, a second augmented round: 2 + 2 + 4 epochs, fresh variants)", "Quad+2ReLU"),
     ("quad-2relu-aug2-t2", "MPCMiniLM (as the second augmented round, stage-2 temperature 2)", "Quad+2ReLU"),
     ("quad-2relu-aug2-ema", "MPCMiniLM (as the second augmented round, the stage-2 weight average evaluated and kept)", "Quad+2ReLU"),
+    ("quad-2relu-aug2-s2orig", "MPCMiniLM (second augmented round's stage 1, then stage 2 on the original training set: 3 epochs)", "Quad+2ReLU"),
     ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
 ]
 
