@@ -14,6 +14,9 @@ use candle_nn::VarMap;
 
 use crate::model::checkpoint::sorted_vars;
 
+/// The average's file inside a run's `train_state/`.
+pub const EMA_FILE: &str = "ema.safetensors";
+
 /// The averaged weights, by variable name (a fixed, sorted order).
 pub struct WeightEma {
     decay: f64,

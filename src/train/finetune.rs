@@ -358,9 +358,6 @@ fn evaluate(md: &ModelDir, dev: &[Encoded], args: &FinetuneArgs, device: &Device
     Ok(score(args.task, &rows))
 }
 
-/// The stage-2 weight average inside `train_state/`.
-pub(crate) const EMA_FILE: &str = "ema.safetensors";
-
 pub(crate) fn save_best(out: &Path, md: &ModelDir, tokenizer_src: &Path) -> Result<(), TrainError> {
     // OUT also holds train_state/ and logs, so the best model's files are replaced one by one,
     // each atomically (weights last, so a reader never pairs new weights with an old config).
@@ -395,7 +392,7 @@ pub(crate) fn save_state<S: Serialize>(
         let tensors: std::collections::HashMap<String, Tensor> = opt.state_tensors()?.into_iter().collect();
         candle_core::safetensors::save(&tensors, tmp.join("optimizer.safetensors"))?;
         if let Some(avg) = ema {
-            candle_core::safetensors::save(avg, tmp.join(EMA_FILE))?;
+            candle_core::safetensors::save(avg, tmp.join(crate::train::ema::EMA_FILE))?;
         }
         let p = tmp.join("state.json");
         std::fs::write(&p, serde_json::to_string_pretty(st).expect("state serialises"))
