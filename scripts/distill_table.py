@@ -43,6 +43,8 @@ METHODS = [
     ("quad-2relu-aug2-ema", "MPCMiniLM (as the second augmented round, the stage-2 weight average evaluated and kept)", "Quad+2ReLU"),
     ("quad-2relu-aug2-s2orig", "MPCMiniLM (second augmented round's stage 1, then stage 2 on the original training set: 3 epochs)", "Quad+2ReLU"),
     ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
+    ("quad-2quad-s1x10", "MPCMiniLM (distilled, stage 1 ×2: 10 + 3 epochs)", "Quad+2Quad"),
+    ("quad-2quad-s1x2", "MPCMiniLM (distilled, stage 1 ×4: 2 + 0.5 epochs)", "Quad+2Quad"),
 ]
 
 
