@@ -45,6 +45,7 @@ METHODS = [
     ("quad-2relu-wod45", "MPCMiniLM w/o{d}, 45 epochs (the augmented run's example passes)", "Quad+2ReLU"),
     ("quad-2quad-s1x10", "MPCMiniLM (distilled, stage 1 ×2: 10 + 3 epochs)", "Quad+2Quad"),
     ("quad-2quad-s1x2", "MPCMiniLM (distilled, stage 1 ×4: 2 + 0.5 epochs)", "Quad+2Quad"),
+    ("quad-2quad-s1x10-c2", "MPCMiniLM (distilled, 10 + 3 epochs, 2Quad constant c = 2)", "Quad+2Quad (c = 2)"),
 ]
 
 
